@@ -1,0 +1,20 @@
+"""``python -m example_app``: the example backend on backend.listen (127.0.0.1:7007)."""
+
+from __future__ import annotations
+
+from flask_backstage_auth import ConfigReader
+
+from . import create_app
+
+
+def main() -> None:
+    app = create_app({"BACKSTAGE_AUTH_DEVELOPMENT": True})
+    listen = ConfigReader(app.config["BACKSTAGE_CONFIG"]).get_config("backend.listen")
+    host = listen.get_string("host", "127.0.0.1")
+    port = int(listen.get("port", 7007))
+    # threaded: the search indexer calls the catalog in this same process.
+    app.run(host=host, port=port, threaded=True, use_reloader=False)
+
+
+if __name__ == "__main__":
+    main()

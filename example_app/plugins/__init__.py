@@ -1,0 +1,1 @@
+"""The example backend's plugins: one blueprint each, under ``/api/<plugin id>``."""

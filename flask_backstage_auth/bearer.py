@@ -1,0 +1,26 @@
+"""Reading a bearer token from an ``Authorization`` header, as Backstage does."""
+
+from __future__ import annotations
+
+import re
+
+# Backstage's /^Bearer[ ]+(\S+)$/i with JavaScript's \s and $ semantics, which
+# differ from Python's (see tests/data/README): this class is JavaScript's \S.
+_JS_NON_SPACE = "[^\t\n\v\f\r \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]"
+_BEARER = re.compile(f"Bearer[ ]+({_JS_NON_SPACE}+)", re.IGNORECASE | re.ASCII)
+
+#: Headers longer than this are not parsed at all (no token).
+MAX_AUTHORIZATION_HEADER_LENGTH = 16 * 1024
+
+
+def get_bearer_token(header: object) -> str | None:
+    """The token of a ``Bearer`` header, or ``None`` when there is none.
+
+    Anything that is not a well-formed bearer header (another scheme, a tab
+    separator, trailing text, an oversized value) gives ``None``, which callers
+    treat as "no credentials", exactly like Backstage.
+    """
+    if not isinstance(header, str) or len(header) > MAX_AUTHORIZATION_HEADER_LENGTH:
+        return None
+    match = _BEARER.fullmatch(header)
+    return match.group(1) if match else None

@@ -1,0 +1,73 @@
+"""Where plugins live: Backstage's ``HostDiscovery``.
+
+Each plugin is at ``<backend.baseUrl>/api/<pluginId>`` unless
+``discovery.endpoints`` says otherwise::
+
+    discovery:
+      endpoints:
+        - target: http://catalog.internal:7007/api/{{pluginId}}
+          plugins: [catalog]
+        - target: {internal: http://search:7007/api/search, external: https://x/api/search}
+          plugins: [search]
+"""
+
+from __future__ import annotations
+
+import typing as t
+
+from .config import ConfigReader, as_reader
+from .errors import ConfigError
+
+
+class HostDiscovery:
+    """Base URLs of plugins, from ``backend.baseUrl`` and ``discovery.endpoints``."""
+
+    def __init__(
+        self,
+        base_url: str,
+        endpoints: t.Sequence[tuple[frozenset[str], str, str]] = (),
+    ) -> None:
+        self._base_url = base_url.rstrip("/")
+        self._endpoints = tuple(endpoints)
+
+    @classmethod
+    def from_config(cls, config: ConfigReader | t.Mapping[str, t.Any] | None) -> HostDiscovery:
+        """Read ``backend.baseUrl`` (required) and ``discovery.endpoints``."""
+        reader = as_reader(config)
+        base_url = reader.get_string("backend.baseUrl")
+        if not base_url.startswith(("http://", "https://")):
+            raise ConfigError("backend.baseUrl must be an http(s) URL")
+        endpoints = []
+        for entry in reader.get_config_list("discovery.endpoints"):
+            plugins = entry.get("plugins")
+            if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
+                raise ConfigError(f"{entry.path('plugins')} must be a list of plugin ids")
+            target = entry.get("target")
+            if isinstance(target, str):
+                internal = external = target
+            elif isinstance(target, dict):
+                internal = entry.get_string("target.internal")
+                external = entry.get_string("target.external")
+            else:
+                raise ConfigError(f"{entry.path('target')} must be a URL or {{internal, external}}")
+            endpoints.append((frozenset(plugins), internal, external))
+        return cls(base_url, endpoints)
+
+    def _find(self, plugin_id: str, external: bool) -> str:
+        for plugins, internal_url, external_url in self._endpoints:
+            if plugin_id in plugins:
+                url = external_url if external else internal_url
+                return (
+                    url.replace("{{pluginId}}", plugin_id)
+                    .replace("{{ pluginId }}", plugin_id)
+                    .rstrip("/")
+                )
+        return f"{self._base_url}/api/{plugin_id}"
+
+    def get_base_url(self, plugin_id: str) -> str:
+        """The URL other backends use to reach ``plugin_id``."""
+        return self._find(plugin_id, external=False)
+
+    def get_external_base_url(self, plugin_id: str) -> str:
+        """The URL browsers use to reach ``plugin_id``."""
+        return self._find(plugin_id, external=True)

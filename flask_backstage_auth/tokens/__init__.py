@@ -1,0 +1,1 @@
+"""Token verification, one module per token kind."""

@@ -1,0 +1,144 @@
+"""Legacy service-to-service tokens: HS256 JWTs with ``sub: backstage-server``.
+
+Both :class:`~flask_backstage_auth.legacy.ServerTokenManager` and the
+``externalAccess`` ``legacy`` handler verify through :func:`verify_legacy_token`.
+"""
+
+from __future__ import annotations
+
+import re
+import typing as t
+
+import jwt
+
+from .claims import InvalidClaims, check_times
+from .jws import decode_hs256, encode_hs256
+
+ALGORITHM = "HS256"
+SUBJECT = "backstage-server"
+#: Lifetime of a token we mint, and the most we accept at verification.
+TOKEN_LIFETIME = 3600
+
+#: Longer strings are refused before any parsing.
+MAX_TOKEN_LENGTH = 8 * 1024
+
+# Compact JWS only: three non-empty base64url segments, nothing else.
+_COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+
+#: ``typ`` values of other Backstage token kinds: never a legacy token.
+OTHER_BACKSTAGE_TYPES = frozenset(
+    {"vnd.backstage.user", "vnd.backstage.limited-user", "vnd.backstage.plugin"}
+)
+
+
+class InvalidToken(Exception):
+    """The token is not a valid legacy token; the message says why."""
+
+
+class SignatureMismatch(InvalidToken):
+    """The token is well formed but no key produced its signature."""
+
+
+def is_compact_jws(token: object) -> bool:
+    """A string that is three non-empty base64url segments, within size."""
+    return (
+        isinstance(token, str)
+        and len(token) <= MAX_TOKEN_LENGTH
+        and _COMPACT_JWS.fullmatch(token) is not None
+    )
+
+
+def read_header(token: str) -> dict[str, t.Any]:
+    """The unverified header of a compact JWS, or :class:`InvalidToken`."""
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.PyJWTError as exc:
+        raise InvalidToken("malformed token header") from exc
+    if not isinstance(header, dict):  # pragma: no cover - PyJWT checks it
+        raise InvalidToken("malformed token header")
+    return header
+
+
+def looks_like_legacy_token(token: str) -> bool:
+    """Backstage's duck-type test for the ``legacy`` external handler.
+
+    HS256 header, ``sub == "backstage-server"``, no ``aud``. Nothing is verified.
+    """
+    if not is_compact_jws(token):
+        return False
+    try:
+        header = jwt.get_unverified_header(token)
+        payload = jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError:
+        return False
+    return header.get("alg") == ALGORITHM and payload.get("sub") == SUBJECT and "aud" not in payload
+
+
+def verify_legacy_token(
+    token: object,
+    keys: t.Sequence[bytes],
+    *,
+    now: float,
+    leeway: float = 0,
+    max_lifetime_leeway: float = 60,
+) -> dict[str, t.Any]:
+    """Verify a legacy token against each key in order; return its claims.
+
+    Checks: compact JWS, header ``alg`` exactly HS256 and no other Backstage
+    ``typ``, no ``crit``, an HMAC-SHA256 signature from one of ``keys``,
+    ``sub == "backstage-server"``, no ``aud``, a numeric ``exp`` in the future
+    and at most an hour (plus ``max_lifetime_leeway``) ahead, numeric
+    ``nbf``/``iat`` when present.
+
+    :raises SignatureMismatch: no key verified the signature.
+    :raises InvalidToken: anything else is wrong; the message says what.
+    """
+    if not isinstance(token, str):
+        raise InvalidToken("token must be a string")
+    if len(token) > MAX_TOKEN_LENGTH:
+        raise InvalidToken("token is too long")
+    if not is_compact_jws(token):
+        raise InvalidToken("token is not a compact JWS")
+    header = read_header(token)
+    alg = header.get("alg")
+    if alg != ALGORITHM:
+        raise InvalidToken(f"illegal alg, expected {ALGORITHM}")
+    if header.get("typ") in OTHER_BACKSTAGE_TYPES:
+        raise InvalidToken("token type is not a service-to-service token")
+    if "crit" in header or "b64" in header:
+        raise InvalidToken("unsupported critical header parameter")
+    if not keys:
+        raise SignatureMismatch("no verification keys are configured")
+    claims: dict[str, t.Any] | None = None
+    for key in keys:
+        try:
+            claims = decode_hs256(token, key)
+            break
+        except jwt.InvalidSignatureError:
+            continue
+        except jwt.PyJWTError as exc:
+            raise InvalidToken(f"malformed token ({type(exc).__name__})") from exc
+    if claims is None:
+        raise SignatureMismatch("signature verification failed")
+    if claims.get("sub") != SUBJECT:
+        raise InvalidToken(f'illegal sub, expected "{SUBJECT}"')
+    if "aud" in claims:
+        raise InvalidToken("a service-to-service token carries no aud claim")
+    try:
+        check_times(
+            claims,
+            now=now,
+            leeway=leeway,
+            require_exp=True,
+            max_lifetime=TOKEN_LIFETIME,
+            max_lifetime_leeway=max_lifetime_leeway,
+        )
+    except InvalidClaims as exc:
+        raise InvalidToken(str(exc)) from exc
+    return claims
+
+
+def mint_legacy_token(key: bytes, *, now: float) -> str:
+    """A token exactly as Backstage mints it: header ``{"alg":"HS256"}``."""
+    payload = {"sub": SUBJECT, "exp": int(now) + TOKEN_LIFETIME}
+    return encode_hs256(payload, key)

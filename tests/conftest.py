@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+import json
+import os
+import threading
+import typing as t
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from werkzeug.serving import BaseWSGIServer, make_server
+
+DATA = Path(__file__).parent / "data"
+
+
+def load_vectors() -> dict[str, t.Any]:
+    """The Backstage interop vectors (see tests/data/README.rst)."""
+    with open(DATA / "backstage_vectors.json", encoding="utf-8") as file:
+        return t.cast(t.Dict[str, t.Any], json.load(file))
+
+
+VECTORS = load_vectors()
+
+
+class LiveServer:
+    """A WSGI app served on 127.0.0.1 by a background thread."""
+
+    def __init__(self, app: t.Any) -> None:
+        self.server: BaseWSGIServer = make_server("127.0.0.1", 0, app, threaded=True)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> LiveServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def new_secret() -> str:
+    from flask_backstage_auth import generate_secret
+
+    return generate_secret(32)
+
+
+@pytest.fixture
+def secret() -> str:
+    return new_secret()
+
+
+@pytest.fixture
+def app(secret: str) -> Flask:
+    """The example backend with one configured key (pytest-flask's ``app``)."""
+    from example_app import create_app
+
+    port = free_port()
+    return create_app(
+        {
+            "TESTING": True,
+            "BACKSTAGE_CONFIG": {
+                "backend": {
+                    "baseUrl": f"http://127.0.0.1:{port}",
+                    "auth": {"keys": [{"secret": secret}]},
+                },
+                "techdocs": {"docsDir": str(Path(__file__).parents[1] / "example_app" / "docs")},
+            },
+        }
+    )
+
+
+@pytest.fixture
+def token(app: Flask) -> str:
+    return t.cast(str, app.extensions["example_app"]["token_manager"].get_token().token)
+
+
+@pytest.fixture
+def auth_headers(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture(autouse=True)
+def _no_app_config_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("BACKSTAGE_APP_CONFIG", raising=False)
+    os.environ.pop("BACKEND_SECRET", None)

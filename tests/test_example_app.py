@@ -1,0 +1,285 @@
+from __future__ import annotations
+
+import typing as t
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from flask_backstage_auth import ConfigReader, ServerTokenManager
+
+from .conftest import LiveServer, new_secret
+
+
+def test_health_is_open(client: FlaskClient) -> None:
+    response = client.get("/api/app/health")
+    assert response.status_code == 200
+    assert response.get_json() == {"status": "ok"}
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/api/catalog/entities"),
+        ("GET", "/api/catalog/entities/by-name/component/default/petstore"),
+        ("POST", "/api/catalog/entities"),
+        ("POST", "/api/search/index"),
+        ("GET", "/api/search/query?term=pet"),
+        ("GET", "/api/techdocs/static/docs/index.html"),
+        ("GET", "/api/techdocs/documents"),
+        ("GET", "/api/app/whoami"),
+    ],
+)
+def test_protected_routes_need_a_token(client: FlaskClient, method: str, path: str) -> None:
+    response = client.open(path, method=method, json={"kind": "x"} if method == "POST" else None)
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"] == "Bearer"
+    body = response.get_json()
+    assert body["error"] == {"name": "AuthenticationError", "message": "Authentication is required"}
+    assert body["response"] == {"statusCode": 401}
+    bad = client.open(path, method=method, headers={"Authorization": "Bearer not.a.token"})
+    assert bad.status_code == 401
+    assert bad.get_json()["error"]["message"].startswith("Token is not valid")
+
+
+def test_catalog_with_a_token(client: FlaskClient, auth_headers: dict[str, str]) -> None:
+    entities = client.get("/api/catalog/entities", headers=auth_headers).get_json()
+    assert {e["metadata"]["name"] for e in entities} >= {"petstore", "team-a"}
+    one = client.get(
+        "/api/catalog/entities/by-name/Component/default/petstore", headers=auth_headers
+    )
+    assert one.status_code == 200
+    assert one.get_json()["spec"]["owner"] == "group:default/team-a"
+    missing = client.get(
+        "/api/catalog/entities/by-name/component/default/nope", headers=auth_headers
+    )
+    assert missing.status_code == 404
+    assert missing.get_json()["error"]["name"] == "NotFoundError"
+
+
+def test_catalog_create(client: FlaskClient, auth_headers: dict[str, str]) -> None:
+    entity = {
+        "apiVersion": "backstage.io/v1alpha1",
+        "kind": "Component",
+        "metadata": {"name": "new-service"},
+        "spec": {"type": "service"},
+    }
+    created = client.post("/api/catalog/entities", json=entity, headers=auth_headers)
+    assert created.status_code == 201
+    assert created.get_json()["metadata"]["namespace"] == "default"
+    again = client.post("/api/catalog/entities", json=entity, headers=auth_headers)
+    assert again.status_code == 409
+    for bad in ({}, {"kind": "Component"}, [], "text"):
+        response = client.post("/api/catalog/entities", json=bad, headers=auth_headers)
+        assert response.status_code == 400
+        assert response.get_json()["error"]["name"] == "InputError"
+    fetched = client.get(
+        "/api/catalog/entities/by-name/component/default/new-service", headers=auth_headers
+    )
+    assert fetched.status_code == 200
+
+
+def test_catalog_paging_and_bad_arguments(
+    client: FlaskClient, auth_headers: dict[str, str]
+) -> None:
+    page = client.get("/api/catalog/entities?offset=1&limit=2", headers=auth_headers).get_json()
+    assert len(page) == 2
+    assert client.get("/api/catalog/entities?limit=-1", headers=auth_headers).status_code == 400
+
+
+def test_techdocs_css_is_exempt_and_html_is_not(
+    client: FlaskClient, auth_headers: dict[str, str]
+) -> None:
+    with client.get("/api/techdocs/static/docs/site.css") as css:
+        assert css.status_code == 200
+        assert b"font-family" in css.data
+    assert client.get("/api/techdocs/static/docs/index.html").status_code == 401
+    with client.get(
+        "/api/techdocs/static/docs/getting-started/index.html", headers=auth_headers
+    ) as html:
+        assert html.status_code == 200 and b"Getting started" in html.data
+    # a path leaving the docs folder is a 404, even with a token
+    escape = client.get("/api/techdocs/static/docs/../../__init__.py", headers=auth_headers)
+    assert escape.status_code == 404
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/techdocs/static/docs/../static/docs/index.html.css",
+        "/api/techdocs/static/docs/%2e%2e/docs/index.html",
+        "/api/techdocs/static/docs//site.css",
+        "/api/techdocs/static/docs/./site.css",
+        "/api/techdocs/static/docs/getting-started%2findex.html",
+        "/api/techdocs/static/docs/index.html?x=.css",
+        "/api/techdocs/static/docs/index.html%00.css",
+        "/api/techdocs/static/docs/index.html/.css",
+        "/api/techdocs/static/docs/SITE.CSS",
+        "/api/techdocs/static/docs/index.html.CSS",
+        "/api/catalog/entities.css",
+        "/api/techdocs/static/docs/..\\index.html.css",
+    ],
+)
+def test_css_exemption_resists_path_tricks(client: FlaskClient, path: str) -> None:
+    with client.get(path) as response:
+        # 404: an exempt-looking path that names no file; never the document
+        assert response.status_code in (401, 404)
+        assert b"<html" not in response.data.lower()
+    if not path.endswith("/.css"):
+        assert response.status_code == 401
+
+
+def test_whoami_describes_the_caller(client: FlaskClient, auth_headers: dict[str, str]) -> None:
+    response = client.get("/api/app/whoami", headers=auth_headers)
+    assert response.status_code == 200
+    assert response.get_json() == {
+        "principal": {"type": "service", "subject": "external:backstage-plugin"}
+    }
+
+
+def test_unknown_routes_are_json_404(client: FlaskClient) -> None:
+    response = client.get("/api/unknown")
+    assert response.status_code == 404
+    assert response.get_json()["error"]["name"] == "NotFoundError"
+
+
+def _live_config(app: Flask) -> ConfigReader:
+    return ConfigReader(app.config["BACKSTAGE_CONFIG"])
+
+
+def _serve(app: Flask) -> LiveServer:
+    from urllib.parse import urlsplit
+
+    base = urlsplit(_live_config(app).get_string("backend.baseUrl"))
+    server = LiveServer(app)
+    # bind the live server where backend.baseUrl points
+    server.server.server_close()
+    from werkzeug.serving import make_server
+
+    server.server = make_server("127.0.0.1", base.port or 80, app, threaded=True)
+    server.url = f"http://127.0.0.1:{base.port}"
+    import threading
+
+    server.thread = threading.Thread(target=server.server.serve_forever, daemon=True)
+    return server
+
+
+def test_search_indexer_calls_the_catalog_over_http(
+    app: Flask, auth_headers: dict[str, str]
+) -> None:
+    with _serve(app) as server:
+        import requests
+
+        rebuilt = requests.post(f"{server.url}/api/search/index", headers=auth_headers, timeout=10)
+        assert rebuilt.status_code == 200, rebuilt.text
+        counts = rebuilt.json()["indexed"]
+        assert counts["software-catalog"] >= 4
+        assert counts["techdocs"] >= 2
+        found = requests.get(
+            f"{server.url}/api/search/query?term=pet store", headers=auth_headers, timeout=10
+        )
+        titles = [r["document"]["title"] for r in found.json()["results"]]
+        assert titles == ["petstore"]
+        docs = requests.get(
+            f"{server.url}/api/search/query?term=getting", headers=auth_headers, timeout=10
+        )
+        assert [r["type"] for r in docs.json()["results"]] == ["techdocs"]
+
+
+def test_search_indexer_fails_clearly_when_the_catalog_rejects_it(secret: str) -> None:
+    """The catalog lives in another deployment that does not trust our key."""
+    from example_app import create_app
+
+    from .conftest import free_port
+
+    catalog_port, search_port = free_port(), free_port()
+    catalog_app = create_app(
+        {
+            "TESTING": True,
+            "BACKSTAGE_CONFIG": {
+                "backend": {
+                    "baseUrl": f"http://127.0.0.1:{catalog_port}",
+                    "auth": {"keys": [{"secret": new_secret()}]},
+                }
+            },
+        }
+    )
+    search_app = create_app(
+        {
+            "TESTING": True,
+            "BACKSTAGE_CONFIG": {
+                "backend": {
+                    "baseUrl": f"http://127.0.0.1:{search_port}",
+                    "auth": {"keys": [{"secret": secret}]},
+                },
+                "discovery": {
+                    "endpoints": [
+                        {
+                            "target": f"http://127.0.0.1:{catalog_port}/api/{{{{pluginId}}}}",
+                            "plugins": ["catalog"],
+                        }
+                    ]
+                },
+            },
+        }
+    )
+    token = (
+        ServerTokenManager.from_config({"backend": {"auth": {"keys": [{"secret": secret}]}}})
+        .get_token()
+        .token
+    )
+    with _serve(catalog_app), _serve(search_app) as search:
+        import requests
+
+        response = requests.post(
+            f"{search.url}/api/search/index",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=10,
+        )
+    assert response.status_code == 502
+    message = response.json()["error"]["message"]
+    assert message.startswith("Catalog collator:")
+    assert "answered 401" in message
+    assert "Token is not valid" in message
+    assert token not in response.text
+
+
+def test_create_app_reads_backstage_app_config(
+    tmp_path: t.Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from example_app import create_app
+
+    secret = new_secret()
+    base = tmp_path / "app-config.yaml"
+    base.write_text("backend:\n  baseUrl: http://127.0.0.1:7007\n", encoding="utf-8")
+    prod = tmp_path / "app-config.production.yaml"
+    prod.write_text(
+        "backend:\n  auth:\n    keys:\n      - secret: ${BACKEND_SECRET}\n", encoding="utf-8"
+    )
+    import os
+
+    monkeypatch.setenv("BACKSTAGE_APP_CONFIG", os.pathsep.join([str(base), str(prod)]))
+    monkeypatch.setenv("BACKEND_SECRET", secret)
+    app = create_app()
+    assert app.config["BACKSTAGE_CONFIG"]["backend"]["auth"]["keys"] == [{"secret": secret}]
+    token = ServerTokenManager.from_config(app.config["BACKSTAGE_CONFIG"]).get_token().token
+    assert (
+        app.test_client()
+        .get("/api/catalog/entities", headers={"Authorization": f"Bearer {token}"})
+        .status_code
+        == 200
+    )
+
+
+def test_production_without_keys_refuses_to_start(
+    tmp_path: t.Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from example_app import create_app
+    from flask_backstage_auth import ConfigError
+
+    config = tmp_path / "app-config.yaml"
+    config.write_text("backend:\n  baseUrl: http://127.0.0.1:7007\n", encoding="utf-8")
+    monkeypatch.setenv("BACKSTAGE_APP_CONFIG", str(config))
+    with pytest.raises(ConfigError, match="backend.auth.keys"):
+        create_app()
+    assert create_app({"TESTING": True}).extensions["example_app"]["token_manager"].generated_key

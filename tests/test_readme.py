@@ -1,0 +1,118 @@
+"""The README's two commands, run as a new user would, in a fresh copy."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+import typing as t
+from pathlib import Path
+
+import pytest
+import requests
+
+from .conftest import free_port
+
+ROOT = Path(__file__).parents[1]
+NESTED = "FLASK_BACKSTAGE_AUTH_README_RUN"
+
+
+def readme_commands() -> list[str]:
+    """Indented shell lines of README.rst that create the .venv."""
+    lines = (ROOT / "README.rst").read_text(encoding="utf-8").splitlines()
+    return [line.strip() for line in lines if line.startswith("    python3 -m venv .venv")]
+
+
+def test_readme_has_exactly_two_setup_commands() -> None:
+    commands = readme_commands()
+    assert len(commands) == 2
+    assert commands[0].endswith("python -m example_app")
+    assert commands[1].endswith("python -m pytest")
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert commands[1] in ci
+
+
+def _copy_project(target: Path) -> Path:
+    ignore = shutil.ignore_patterns(
+        ".venv",
+        ".tox",
+        ".git",
+        "__pycache__",
+        "*.egg-info",
+        ".mypy_cache",
+        ".ruff_cache",
+        ".pytest_cache",
+        "build",
+        "dist",
+    )
+    shutil.copytree(ROOT, target, ignore=ignore)
+    return target
+
+
+def _clean_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "PYTHON"))}
+    env["PATH"] = os.pathsep.join(
+        p for p in env.get("PATH", "").split(os.pathsep) if not p.startswith(sys.prefix)
+    )
+    env[NESTED] = "1"
+    return env
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.environ.get(NESTED) == "1", reason="already inside a README run")
+def test_readme_commands_in_a_fresh_virtualenv(tmp_path: Path) -> None:
+    start_command, test_command = readme_commands()
+    project = _copy_project(tmp_path / "project")
+    env = _clean_env()
+
+    port = free_port()
+    config = tmp_path / "app-config.port.yaml"
+    config.write_text(
+        f"backend:\n  baseUrl: http://127.0.0.1:{port}\n  listen:\n    port: {port}\n",
+        encoding="utf-8",
+    )
+    env["BACKSTAGE_APP_CONFIG"] = os.pathsep.join(
+        [str(project / "example_app" / "app-config.yaml"), str(config)]
+    )
+    server = subprocess.Popen(
+        ["bash", "-c", start_command],
+        cwd=project,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        health: t.Any = None
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and server.poll() is None:
+            try:
+                health = requests.get(f"http://127.0.0.1:{port}/api/app/health", timeout=2)
+                break
+            except requests.ConnectionError:
+                time.sleep(1)
+        assert health is not None, server.stdout.read() if server.stdout else ""
+        assert health.json() == {"status": "ok"}
+        catalog = requests.get(f"http://127.0.0.1:{port}/api/catalog/entities", timeout=5)
+        assert catalog.status_code == 401
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        if server.stdout:
+            server.stdout.close()
+
+    del env["BACKSTAGE_APP_CONFIG"]
+    env["PYTEST_ADDOPTS"] = "-q -p no:cacheprovider"
+    result = subprocess.run(
+        ["bash", "-c", test_command],
+        cwd=project,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=1800,
+    )
+    assert result.returncode == 0, result.stdout[-5000:]
+    assert " passed" in result.stdout
