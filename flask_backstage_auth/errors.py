@@ -29,7 +29,8 @@ def describe_cause(cause: BaseException | None) -> str:
     """``"<Name>: <message>"`` for a cause, shortened, on one line."""
     if cause is None:
         return ""
-    text = " ".join(str(cause).split())
+    message = cause.description if isinstance(cause, HTTPException) else str(cause)
+    text = " ".join(str(message or "").split())
     if len(text) > _MAX_CAUSE_LENGTH:
         text = text[: _MAX_CAUSE_LENGTH - 3] + "..."
     return f"{type(cause).__name__}: {text}" if text else type(cause).__name__

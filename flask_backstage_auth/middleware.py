@@ -22,7 +22,7 @@ from werkzeug.wrappers import Request
 
 from .bearer import get_bearer_token
 from .credentials import Credentials, ServicePrincipal, UserPrincipal
-from .errors import AuthenticationError
+from .errors import AuthenticationError, BackstageError
 from .legacy import TokenManager
 from .paths import is_under_prefix, normalize_path, routing_path
 from .unless import CustomPredicate, PathSpec, Unless
@@ -99,21 +99,23 @@ class RequireAuthentication:
         token = get_bearer_token(environ.get("HTTP_AUTHORIZATION"))
         if token is None:
             raise AuthenticationError("Authentication is required")
-        errors: list[Exception] = []
+        user_error: AuthenticationError | None = None
         if self.identity is not None:
             try:
                 identity = self.identity.get_identity(Request(environ))
+            except Exception as exc:  # any failure is a rejection
+                user_error = AuthenticationError("Token is not valid", _safe_cause(exc))
+            else:
                 if identity is not None:
                     return Credentials(UserPrincipal(identity.user_entity_ref), token=token)
-                errors.append(AuthenticationError("Authentication is required"))
-            except Exception as exc:  # any failure is a rejection
-                errors.append(exc)
+                user_error = AuthenticationError("Authentication is required")
         try:
             self.token_manager.authenticate(token)
             return Credentials(ServicePrincipal(LEGACY_SERVICE_SUBJECT), token=token)
         except Exception as exc:
-            errors.append(exc)
-        raise AuthenticationError("Token is not valid", errors[0])
+            service_error = AuthenticationError("Token is not valid", _safe_cause(exc))
+        # As Backstage: the user's error comes first.
+        raise user_error or service_error
 
     def wrap(self, app: WSGIApplication, prefix: str = "") -> RequireAuthenticationMiddleware:
         """Guard ``app``, or only the paths under ``prefix``."""
@@ -160,6 +162,14 @@ class RequireAuthenticationMiddleware:
                 logger.exception("Authentication failed unexpectedly")
                 return AuthenticationError("Token is not valid")(environ, start_response)
         return self.app(environ, start_response)
+
+
+def _safe_cause(exc: Exception) -> Exception | None:
+    """Our own errors explain themselves; anything else is logged, not shown."""
+    if isinstance(exc, BackstageError):
+        return exc
+    logger.warning("Authentication component failed: %s", type(exc).__name__)
+    return None
 
 
 def create_require_authentication_middleware(

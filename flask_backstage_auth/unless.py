@@ -65,8 +65,11 @@ def _path_rule(spec: PathSpec) -> PathRule:
         unknown = set(spec) - {"url", "method", "methods"}
         if unknown or "url" not in spec:
             raise ValueError("a path entry must be {'url': str | regex, 'method(s)': str | list}")
-        methods = _as_list(spec.get("method") or spec.get("methods"))
-        return PathRule(_path_rule(spec["url"]).url, frozenset(methods) if methods else None)
+        if "method" in spec or "methods" in spec:
+            # As in express-unless, an empty list matches no method at all.
+            methods = _as_list(spec.get("method", spec.get("methods")))
+            return PathRule(_path_rule(spec["url"]).url, frozenset(methods))
+        return PathRule(_path_rule(spec["url"]).url)
     raise TypeError(f"unsupported path condition: {type(spec).__name__}")
 
 
