@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .auth import AuthService, PluginRequestToken
 from .bearer import get_bearer_token
 from .client import TokenManagerAuth, plugin_session
 from .config import CONFIG_KEY, ConfigReader, load_app_config, merge_configs
@@ -24,6 +25,8 @@ from .errors import (
     NotFoundError,
     ServiceUnavailableError,
 )
+from .extension import BackstageAuth, get_credentials
+from .http_auth import HttpAuthService
 from .legacy import NoopTokenManager, ServerToken, ServerTokenManager, TokenManager
 from .middleware import (
     IdentityApi,
@@ -32,9 +35,41 @@ from .middleware import (
     create_require_authentication_middleware,
     get_middleware_credentials,
 )
+from .permissions import (
+    AllowAllPolicy,
+    AuthorizeResult,
+    DenyAllPolicy,
+    Permission,
+    PermissionPolicy,
+    PermissionsService,
+    PolicyDecision,
+    PolicyQuery,
+    create_permission,
+)
+from .policies import add_auth_policy, allow_user_cookie, unauthenticated
 from .secrets import decode_backstage_secret, generate_secret
+from .tokens.external import ExternalTokenHandler, ExternalTokenResult
 
 __all__ = [
+    "AllowAllPolicy",
+    "AuthService",
+    "AuthorizeResult",
+    "BackstageAuth",
+    "DenyAllPolicy",
+    "ExternalTokenHandler",
+    "ExternalTokenResult",
+    "HttpAuthService",
+    "Permission",
+    "PermissionPolicy",
+    "PermissionsService",
+    "PluginRequestToken",
+    "PolicyDecision",
+    "PolicyQuery",
+    "add_auth_policy",
+    "allow_user_cookie",
+    "create_permission",
+    "get_credentials",
+    "unauthenticated",
     "CONFIG_KEY",
     "AccessRestrictions",
     "AuthenticationError",

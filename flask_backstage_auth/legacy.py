@@ -33,6 +33,12 @@ NO_KEYS_MESSAGE = (
 )
 
 
+DISABLED_MESSAGE = (
+    "Unable to generate legacy token, no legacy keys are configured in"
+    " 'backend.auth.keys' or 'backend.auth.externalAccess'"
+)
+
+
 @dataclass(frozen=True)
 class ServerToken:
     """The result of :meth:`TokenManager.get_token`."""
@@ -80,6 +86,10 @@ class ServerTokenManager:
     :param leeway: seconds of clock skew tolerated on ``exp`` and ``nbf``
         (Backstage: 0).
     :param max_lifetime_leeway: seconds allowed beyond one hour for ``exp``.
+    :param allow_disabled: with no keys outside development, start anyway:
+        :meth:`get_token` then raises and :meth:`authenticate` rejects every
+        token (Backstage's ``allowDisabledTokenManager``, used by the
+        extension, whose other token kinds need no shared secret).
     """
 
     is_insecure = False
@@ -93,13 +103,15 @@ class ServerTokenManager:
         clock: Clock = system_clock,
         leeway: float = 0,
         max_lifetime_leeway: float = 60,
+        allow_disabled: bool = False,
     ) -> None:
         log = logger or globals()["logger"]
         #: True when no key was configured and a per-process one was generated.
-        self.generated_key = not keys
-        if not keys:
-            if not development:
+        self.generated_key = not keys and development
+        if not keys and not development:
+            if not allow_disabled:
                 raise ConfigError(NO_KEYS_MESSAGE)
+        elif not keys:
             log.warning(
                 "Generated a secret for service-to-service authentication: DEVELOPMENT USE ONLY."
             )
@@ -126,6 +138,7 @@ class ServerTokenManager:
         clock: Clock = system_clock,
         leeway: float = 0,
         max_lifetime_leeway: float = 60,
+        allow_disabled: bool = False,
     ) -> ServerTokenManager:
         """Keys from ``backend.auth.keys`` and ``legacy`` ``externalAccess`` entries.
 
@@ -139,6 +152,7 @@ class ServerTokenManager:
             clock=clock,
             leeway=leeway,
             max_lifetime_leeway=max_lifetime_leeway,
+            allow_disabled=allow_disabled,
         )
 
     @property
@@ -146,8 +160,15 @@ class ServerTokenManager:
         """How many keys verify (the first of them signs)."""
         return len(self._keys)
 
+    @property
+    def verification_keys(self) -> tuple[bytes, ...]:
+        """The keys that verify, the signing key first."""
+        return self._keys
+
     def get_token(self) -> ServerToken:
         """A token signed with the first key, reused for ten minutes."""
+        if not self._keys:
+            raise ConfigError(DISABLED_MESSAGE)
         now = self._clock()
         with self._lock:
             if self._cached is not None and now - self._cached[1] < TOKEN_REISSUE_AFTER:

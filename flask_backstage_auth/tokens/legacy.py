@@ -142,3 +142,45 @@ def mint_legacy_token(key: bytes, *, now: float) -> str:
     """A token exactly as Backstage mints it: header ``{"alg":"HS256"}``."""
     payload = {"sub": SUBJECT, "exp": int(now) + TOKEN_LIFETIME}
     return encode_hs256(payload, key)
+
+
+class LegacyTokenContext:
+    """Keys for ``legacy`` external access, and the subject they grant."""
+
+    def __init__(
+        self,
+        keys: t.Sequence[bytes],
+        subject: str,
+        clock: t.Callable[[], float],
+        leeway: float = 0,
+        max_lifetime_leeway: float = 60,
+    ) -> None:
+        self.keys = tuple(keys)
+        self.subject = subject
+        self.clock = clock
+        self.leeway = leeway
+        self.max_lifetime_leeway = max_lifetime_leeway
+
+
+def verify_external_legacy_token(
+    token: str, context: LegacyTokenContext
+) -> dict[str, t.Any] | None:
+    """Backstage's ``legacy`` external handler, failing closed.
+
+    ``None`` when the token is not a legacy token or no key signed it (the next
+    handler is tried). A legacy token signed with one of the keys but otherwise
+    invalid (expired, no ``exp``...) raises :class:`InvalidToken`: Backstage
+    answers 500 there, we answer 401, and we require ``exp``.
+    """
+    if not looks_like_legacy_token(token):
+        return None
+    try:
+        return verify_legacy_token(
+            token,
+            context.keys,
+            now=context.clock(),
+            leeway=context.leeway,
+            max_lifetime_leeway=context.max_lifetime_leeway,
+        )
+    except SignatureMismatch:
+        return None

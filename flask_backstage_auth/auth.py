@@ -1,0 +1,216 @@
+"""The ``auth`` service: who a token belongs to, and tokens for outgoing calls.
+
+Token handlers run in Backstage's order (plugin tokens, user tokens, then
+``externalAccess`` in config order, then the legacy keys); a token none of them
+recognises is ``Illegal token``. Verified tokens are cached, bounded in size
+and in time: an entry never outlives its token's expiry, nor ``cache_ttl``
+seconds, which bounds how long a revoked token may still pass.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import typing as t
+from dataclasses import dataclass, replace
+
+from .clock import Clock, system_clock
+from .credentials import (
+    NONE_CREDENTIALS,
+    Credentials,
+    PrincipalType,
+    ServicePrincipal,
+    is_principal,
+)
+from .credentials import Principal as Principal
+from .errors import AuthenticationError, BackstageError, NotAllowedError
+from .external_access import ExternalAccess, RestrictionsByPlugin
+from .legacy import TokenManager
+
+logger = logging.getLogger(__name__)
+
+#: Tokens longer than this are refused before any handler sees them.
+MAX_TOKEN_LENGTH = 32 * 1024
+
+
+@dataclass(frozen=True)
+class VerifiedToken:
+    """What a handler established about a token."""
+
+    principal: Principal
+    expires_at: float | None = None
+    #: A limited user token (only accepted where limited access is allowed).
+    limited: bool = False
+    #: Plugins the token may call, with their restrictions; ``None``: any.
+    restrictions: RestrictionsByPlugin = None
+
+
+#: A first-party handler: a result for its own tokens, ``None`` for others.
+TokenHandler = t.Callable[[str], t.Optional[VerifiedToken]]
+
+
+@dataclass(frozen=True)
+class PluginRequestToken:
+    """The result of :meth:`AuthService.get_plugin_request_token`."""
+
+    token: str
+
+
+class TokenVerifier:
+    """Runs the handlers in order, with a bounded cache of successes.
+
+    Shared by every plugin of an app; plugin-specific checks (access
+    restrictions, limited tokens) happen in :class:`AuthService`.
+    """
+
+    def __init__(
+        self,
+        handlers: t.Sequence[TokenHandler],
+        external_access: ExternalAccess,
+        *,
+        clock: Clock = system_clock,
+        cache_size: int = 10_000,
+        cache_ttl: float = 60,
+    ) -> None:
+        self.handlers = tuple(handlers)
+        self.external_access = external_access
+        self._clock = clock
+        self._cache_size = cache_size
+        self._cache_ttl = cache_ttl
+        self._cache: dict[str, tuple[VerifiedToken, float]] = {}
+        self._lock = threading.Lock()
+
+    def verify(self, token: str) -> VerifiedToken:
+        """The verified token, or :class:`AuthenticationError`."""
+        if self._cache_size:
+            hit = self._cache.get(token)
+            if hit is not None:
+                if self._clock() < hit[1]:
+                    return hit[0]
+                self.forget(token)
+        verified = self._verify_uncached(token)
+        if self._cache_size:
+            self._remember(token, verified)
+        return verified
+
+    def _verify_uncached(self, token: str) -> VerifiedToken:
+        if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_LENGTH:
+            raise AuthenticationError("Illegal token")
+        try:
+            for handler in self.handlers:
+                verified = handler(token)
+                if verified is not None:
+                    return verified
+            external = self.external_access.verify(token)
+        except BackstageError:
+            raise
+        except Exception as exc:  # a handler bug must never open a route
+            logger.exception("Token verification failed unexpectedly")
+            raise AuthenticationError("Illegal token") from exc
+        if external is None:
+            raise AuthenticationError("Illegal token")
+        result, restrictions = external
+        return VerifiedToken(
+            ServicePrincipal(result.subject),
+            expires_at=result.expires_at,
+            restrictions=restrictions,
+        )
+
+    def _remember(self, token: str, verified: VerifiedToken) -> None:
+        now = self._clock()
+        until = now + self._cache_ttl
+        if verified.expires_at is not None:
+            until = min(until, verified.expires_at)
+        if until <= now:
+            return
+        with self._lock:
+            if len(self._cache) >= self._cache_size:
+                self._cache.pop(next(iter(self._cache)), None)
+            self._cache[token] = (verified, until)
+
+    def forget(self, token: str) -> None:
+        """Drop one token from the cache (after a revocation)."""
+        with self._lock:
+            self._cache.pop(token, None)
+
+    def clear(self) -> None:
+        """Drop every cached verification."""
+        with self._lock:
+            self._cache.clear()
+
+
+class AuthService:
+    """Backstage's ``AuthService`` for one plugin.
+
+    Get it with :meth:`BackstageAuth.auth <flask_backstage_auth.BackstageAuth.auth>`.
+    """
+
+    def __init__(
+        self,
+        plugin_id: str,
+        verifier: TokenVerifier,
+        token_manager: TokenManager,
+        *,
+        default_policy_disabled: bool = False,
+    ) -> None:
+        self.plugin_id = plugin_id
+        self._verifier = verifier
+        self._token_manager = token_manager
+        self._default_policy_disabled = default_policy_disabled
+
+    def authenticate(self, token: str, *, allow_limited_access: bool = False) -> Credentials:
+        """Credentials for ``token``.
+
+        :raises AuthenticationError: 401, the token is not valid (``Illegal
+            token`` when no handler recognises it), or is a limited user token
+            where limited access is not allowed.
+        :raises NotAllowedError: 403, the token's access restrictions do not
+            include this plugin.
+        """
+        verified = self._verifier.verify(token)
+        if verified.limited and not allow_limited_access:
+            raise AuthenticationError("Illegal limited user token")
+        principal = verified.principal
+        if verified.restrictions is not None:
+            restriction = verified.restrictions.get(self.plugin_id)
+            if restriction is None:
+                plugins = ", ".join(f"'{p}'" for p in verified.restrictions)
+                raise NotAllowedError(f"This token's access is restricted to plugin(s) {plugins}")
+            principal = replace(
+                t.cast(ServicePrincipal, principal), access_restrictions=restriction
+            )
+        return Credentials(principal, expires_at=verified.expires_at, token=token)
+
+    def get_none_credentials(self) -> Credentials:
+        return NONE_CREDENTIALS
+
+    def get_own_service_credentials(self) -> Credentials:
+        """Service credentials of this plugin: ``plugin:<id>``."""
+        return Credentials(ServicePrincipal(f"plugin:{self.plugin_id}"))
+
+    def is_principal(self, credentials: Credentials, type: PrincipalType | str) -> bool:
+        return is_principal(credentials, type)
+
+    def get_plugin_request_token(
+        self, *, on_behalf_of: Credentials, target_plugin_id: str
+    ) -> PluginRequestToken:
+        """A token for a request to ``target_plugin_id`` on behalf of a caller.
+
+        Service credentials get a service-to-service token; user credentials
+        forward the user's token; ``none`` credentials get an empty token only
+        when the default auth policy is disabled.
+
+        :raises AuthenticationError: for any other credentials.
+        """
+        principal = on_behalf_of.principal
+        if principal.type == "service":
+            return PluginRequestToken(self._token_manager.get_token().token)
+        if principal.type == "user":
+            if not on_behalf_of.token:
+                raise AuthenticationError("User credentials is unexpectedly missing token")
+            return PluginRequestToken(on_behalf_of.token)
+        if principal.type == "none" and self._default_policy_disabled:
+            return PluginRequestToken("")
+        raise AuthenticationError(
+            f"Refused to issue service token for credential type '{principal.type}'"
+        )

@@ -1,0 +1,358 @@
+"""``BackstageAuth``: Backstage's new backend auth for a Flask app.
+
+::
+
+    auth = BackstageAuth(app)        # or BackstageAuth() + auth.init_app(app)
+
+Every blueprint is a plugin (its name is the plugin id, mounted under
+``/api/<plugin id>``). Before any view runs, the credentials barrier demands
+valid user or service credentials unless an auth policy says otherwise.
+"""
+
+from __future__ import annotations
+
+import logging
+import typing as t
+
+from flask import Blueprint, Flask, current_app, g, has_request_context, request
+
+from .auth import AuthService, TokenHandler, TokenVerifier
+from .clock import Clock, system_clock
+from .config import CONFIG_KEY, ConfigReader
+from .credentials import Credentials
+from .discovery import HostDiscovery
+from .errors import AuthenticationError, BackstageError
+from .external_access import ExternalAccess, builtin_handlers
+from .http_auth import HttpAuthService
+from .legacy import ServerTokenManager, TokenManager, read_legacy_keys
+from .middleware import get_middleware_credentials
+from .paths import is_trustworthy_request_path, routing_path
+from .permissions import PermissionPolicy, PermissionsService
+from .policies import (
+    AuthPolicy,
+    AuthPolicyAllow,
+    blueprint_policies,
+    strongest,
+    view_policy,
+)
+from .settings import Settings
+from .tokens.external import ExternalTokenHandler
+from .tokens.mock import verify_mock_token
+
+logger = logging.getLogger(__name__)
+
+#: The ``app.extensions`` key.
+EXTENSION_KEY = "backstage_auth"
+#: The ``g`` attribute holding the credentials the barrier established.
+_G_CREDENTIALS = "_backstage_auth_barrier_credentials"
+_DEFAULT_BASE_URL = "http://localhost:7007"
+
+
+class BackstageAuthState:
+    """Everything the extension built for one app (``app.extensions["backstage_auth"]``)."""
+
+    def __init__(
+        self,
+        app: Flask,
+        *,
+        token_manager: TokenManager | None,
+        permission_policy: PermissionPolicy | None,
+        external_token_handlers: t.Sequence[ExternalTokenHandler[t.Any]],
+        clock: Clock,
+    ) -> None:
+        self.settings = settings = Settings.from_app(app)
+        self.config = config = ConfigReader(app.config.get(CONFIG_KEY) or {}, "")
+        self.clock = clock
+        self.default_policy_disabled = config.get_bool(
+            "backend.auth.dangerouslyDisableDefaultAuthPolicy"
+        )
+        if token_manager is None:
+            token_manager = ServerTokenManager.from_config(
+                config,
+                logger=logger,
+                development=settings.development,
+                clock=clock,
+                leeway=settings.leeway,
+                max_lifetime_leeway=settings.max_lifetime_leeway,
+                allow_disabled=True,
+            )
+        self.token_manager = token_manager
+        if isinstance(token_manager, ServerTokenManager):
+            legacy_keys: t.Sequence[bytes] = token_manager.verification_keys
+        else:
+            legacy_keys = read_legacy_keys(config)
+        handlers = [
+            *builtin_handlers(
+                clock=clock,
+                leeway=settings.leeway,
+                max_lifetime_leeway=settings.max_lifetime_leeway,
+                jwks_timeout=settings.jwks_timeout,
+                jwks_cooldown=settings.jwks_cooldown,
+            ),
+            *external_token_handlers,
+        ]
+        self.external_access = ExternalAccess.from_config(
+            config,
+            handlers=handlers,
+            legacy_keys=legacy_keys,
+            clock=clock,
+            leeway=settings.leeway,
+            max_lifetime_leeway=settings.max_lifetime_leeway,
+        )
+        first_party: list[TokenHandler] = []
+        if settings.accept_mock_tokens:
+            first_party.append(verify_mock_token)
+        self.verifier = TokenVerifier(
+            first_party,
+            self.external_access,
+            clock=clock,
+            cache_size=settings.cache_size,
+            cache_ttl=settings.cache_ttl,
+        )
+        document = config.as_dict()
+        backend = document.setdefault("backend", {})
+        if isinstance(backend, dict):
+            backend.setdefault("baseUrl", _DEFAULT_BASE_URL)
+        self.discovery = HostDiscovery.from_config(document)
+        self.permissions = PermissionsService.from_config(
+            config, policy=permission_policy, token_manager=token_manager
+        )
+        self.policies: dict[str | None, tuple[AuthPolicy, ...]] = {}
+        self._auth: dict[str, AuthService] = {}
+        self._http_auth: dict[str, HttpAuthService] = {}
+        if self.default_policy_disabled:
+            logger.warning(
+                "backend.auth.dangerouslyDisableDefaultAuthPolicy is set: requests without"
+                " credentials reach every plugin"
+            )
+
+    # -- services -------------------------------------------------------
+
+    def auth(self, plugin_id: str) -> AuthService:
+        service = self._auth.get(plugin_id)
+        if service is None:
+            service = AuthService(
+                plugin_id,
+                self.verifier,
+                self.token_manager,
+                default_policy_disabled=self.default_policy_disabled,
+            )
+            self._auth[plugin_id] = service
+        return service
+
+    def http_auth(self, plugin_id: str) -> HttpAuthService:
+        service = self._http_auth.get(plugin_id)
+        if service is None:
+            service = HttpAuthService(plugin_id, self.auth(plugin_id))
+            self._http_auth[plugin_id] = service
+        return service
+
+    def add_policy(self, plugin_id: str | None, policy: AuthPolicy) -> None:
+        self.policies[plugin_id] = (*self.policies.get(plugin_id, ()), policy)
+
+    # -- the barrier ----------------------------------------------------
+
+    def request_plugin(self) -> tuple[str | None, str]:
+        """The plugin id of the current request and the path relative to its mount.
+
+        Routed requests belong to their top-level blueprint; unmatched ones to
+        the blueprint whose mount prefix they start with. ``None``: the app.
+        """
+        app = current_app
+        path = routing_path(request.environ)
+        plugin_id: str | None = None
+        if request.url_rule is not None:
+            names = request.blueprints
+            plugin_id = names[-1] if names else None
+        else:
+            prefix = self.settings.plugin_prefix + "/"
+            if path.startswith(prefix):
+                candidate = path[len(prefix) :].split("/", 1)[0]
+                if candidate in app.blueprints:
+                    plugin_id = candidate
+        if plugin_id is None:
+            return None, path
+        mount = f"{self.settings.plugin_prefix}/{plugin_id}"
+        blueprint = app.blueprints.get(plugin_id)
+        if not (path == mount or path.startswith(mount + "/")):
+            mount = (blueprint.url_prefix or "") if blueprint else ""
+            mount = mount.rstrip("/")
+            if mount and not (path == mount or path.startswith(mount + "/")):
+                mount = ""
+        return plugin_id, path[len(mount) :] or "/"
+
+    def request_policy(self, plugin_id: str | None, relative_path: str) -> AuthPolicyAllow | None:
+        """The strongest policy that applies to the current request."""
+        if not is_trustworthy_request_path(request.environ):
+            return None
+        allows: list[str | None] = []
+        if request.url_rule is not None and request.endpoint:
+            allows.append(view_policy(current_app.view_functions.get(request.endpoint)))
+        policies = list(self.policies.get(plugin_id, ()))
+        for name in request.blueprints if request.url_rule is not None else (plugin_id,):
+            if name is not None:
+                policies.extend(blueprint_policies(current_app.blueprints.get(name)))
+        allows.extend(p.allow for p in policies if p.matches(relative_path))
+        return strongest(allows)
+
+    def barrier(self) -> None:
+        """``before_request``: let the request through, or raise a 401/403."""
+        if self.default_policy_disabled:
+            return
+        rule = request.url_rule
+        if (
+            request.method == "OPTIONS"
+            and rule is not None
+            and getattr(rule, "provide_automatic_options", False)
+        ):
+            return  # Flask answers with the Allow header; no view runs
+        try:
+            plugin_id, relative_path = self.request_plugin()
+            policy = self.request_policy(plugin_id, relative_path)
+            if policy == "unauthenticated":
+                return
+            http_auth = self.http_auth(plugin_id or "app")
+            credentials = http_auth.credentials(
+                allow=("user", "service"), allow_limited_access=policy == "user-cookie"
+            )
+        except BackstageError:
+            raise
+        except Exception:  # fail closed: no view runs after an unexpected error
+            logger.exception("The credentials barrier failed unexpectedly")
+            raise AuthenticationError("Authentication failed") from None
+        setattr(g, _G_CREDENTIALS, credentials)
+
+
+class BackstageAuth:
+    """The Flask extension.
+
+    :param app: the app, or ``None`` to call :meth:`init_app` later.
+    :param token_manager: the legacy token manager; by default one is built
+        from ``backend.auth.keys``.
+    :param permission_policy: the policy used when ``permission.enabled`` is true.
+    :param external_token_handlers: custom ``externalAccess`` handler types.
+    :param clock: the time source (epoch seconds), for tests.
+    """
+
+    def __init__(
+        self,
+        app: Flask | None = None,
+        *,
+        token_manager: TokenManager | None = None,
+        permission_policy: PermissionPolicy | None = None,
+        external_token_handlers: t.Sequence[ExternalTokenHandler[t.Any]] = (),
+        clock: Clock = system_clock,
+    ) -> None:
+        self._token_manager = token_manager
+        self._permission_policy = permission_policy
+        self._external_token_handlers = tuple(external_token_handlers)
+        self._clock = clock
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask) -> None:
+        """Read the configuration, build the services, install the barrier.
+
+        :raises ConfigError: invalid configuration, with the offending path.
+        :raises RuntimeError: the extension is already registered on ``app``.
+        """
+        if EXTENSION_KEY in app.extensions:
+            raise RuntimeError("BackstageAuth is already registered on this app")
+        state = BackstageAuthState(
+            app,
+            token_manager=self._token_manager,
+            permission_policy=self._permission_policy,
+            external_token_handlers=self._external_token_handlers,
+            clock=self._clock,
+        )
+        app.extensions[EXTENSION_KEY] = state
+        # First, so that no other before_request hook runs for a refused request.
+        app.before_request_funcs.setdefault(None, []).insert(0, state.barrier)
+
+    @staticmethod
+    def state(app: Flask | None = None) -> BackstageAuthState:
+        """The extension state of ``app`` (default: the current app)."""
+        target = app if app is not None else current_app
+        try:
+            return t.cast(BackstageAuthState, target.extensions[EXTENSION_KEY])
+        except KeyError:
+            raise RuntimeError("BackstageAuth is not registered on this app") from None
+
+    def auth(self, plugin_id: str | None = None) -> AuthService:
+        """The ``auth`` service of a plugin (default: the current request's)."""
+        return self.state().auth(plugin_id or _current_plugin_id())
+
+    def http_auth(self, plugin_id: str | None = None) -> HttpAuthService:
+        """The ``http_auth`` service of a plugin (default: the current request's)."""
+        return self.state().http_auth(plugin_id or _current_plugin_id())
+
+    @property
+    def permissions(self) -> PermissionsService:
+        """The permissions service of the current app."""
+        return self.state().permissions
+
+    @property
+    def token_manager(self) -> TokenManager:
+        """The legacy token manager of the current app."""
+        return self.state().token_manager
+
+    @property
+    def discovery(self) -> HostDiscovery:
+        return self.state().discovery
+
+    def add_auth_policy(
+        self,
+        plugin: str | Blueprint | None,
+        *,
+        path: str = "/",
+        allow: str,
+        app: Flask | None = None,
+    ) -> AuthPolicy:
+        """Open ``path`` of ``plugin`` as ``allow`` says (Backstage's ``addAuthPolicy``).
+
+        :param plugin: a plugin id, a blueprint (the policy then travels with
+            it to every app), or ``None`` for the app's own routes.
+        :param path: relative to the plugin's mount (``/api/<plugin id>``).
+        :param allow: ``"unauthenticated"`` or ``"user-cookie"``.
+        :raises ValueError: an invalid ``allow`` or path.
+        """
+        from .policies import add_auth_policy as attach
+
+        if isinstance(plugin, Blueprint):
+            return attach(plugin, path=path, allow=allow)
+        policy = AuthPolicy.create(path, allow)
+        self.state(app).add_policy(plugin, policy)
+        return policy
+
+
+def _current_plugin_id() -> str:
+    if not has_request_context():
+        raise RuntimeError("Give a plugin id outside of a request")
+    names = request.blueprints
+    if names:
+        return names[-1]
+    plugin_id, _ = BackstageAuth.state().request_plugin()
+    return plugin_id or "app"
+
+
+def get_credentials() -> Credentials:
+    """The credentials of the current request.
+
+    Those the barrier established, or, on a route it let through
+    (``unauthenticated``), whatever the request carries (possibly ``none``).
+    Without the extension, those of the require-authentication middleware.
+
+    :raises RuntimeError: outside a request, or with neither the extension
+        nor the middleware in place.
+    """
+    if not has_request_context():
+        raise RuntimeError("get_credentials() needs a request context")
+    credentials = g.get(_G_CREDENTIALS)
+    if isinstance(credentials, Credentials):
+        return credentials
+    if EXTENSION_KEY in current_app.extensions:
+        return BackstageAuth.state().http_auth(_current_plugin_id()).credentials()
+    from_middleware = get_middleware_credentials(request.environ)
+    if from_middleware is None:
+        raise RuntimeError("No credentials: neither BackstageAuth nor the middleware ran")
+    return from_middleware

@@ -1,0 +1,227 @@
+"""``backend.auth.externalAccess``: callers outside the backend, by config.
+
+Entries are tried in config order, then the deprecated ``backend.auth.keys``
+as ``legacy`` entries with subject ``external:backstage-plugin``. The first
+handler that recognises the token wins; its entry's ``accessRestrictions``
+decide which plugins the token may call.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import typing as t
+from dataclasses import dataclass
+
+from .clock import Clock
+from .config import ConfigReader
+from .credentials import PERMISSION_ACTIONS, AccessRestrictions
+from .errors import AuthenticationError, ConfigError
+from .secrets import validate_secret
+from .tokens.external import ExternalTokenHandler, ExternalTokenResult
+from .tokens.jwks_access import jwks_token_handler
+from .tokens.legacy import InvalidToken, LegacyTokenContext, verify_external_legacy_token
+from .tokens.static import static_token_handler
+
+logger = logging.getLogger(__name__)
+
+#: The subject of callers using the deprecated ``backend.auth.keys``.
+LEGACY_KEYS_SUBJECT = "external:backstage-plugin"
+
+_NON_SPACE = re.compile(r"\S+")
+_SPLIT = re.compile(r"[\s,]+")
+
+#: Access restrictions by plugin id; ``None`` means unrestricted.
+RestrictionsByPlugin = t.Optional[t.Mapping[str, AccessRestrictions]]
+
+
+@dataclass(frozen=True)
+class ExternalAccessEntry:
+    handler: ExternalTokenHandler[t.Any]
+    context: t.Any
+    restrictions: RestrictionsByPlugin
+    path: str
+
+
+def legacy_token_handler(
+    *, clock: Clock, leeway: float = 0, max_lifetime_leeway: float = 60
+) -> ExternalTokenHandler[LegacyTokenContext]:
+    """The ``legacy`` handler: HS256 tokens with a configured secret."""
+
+    def initialize(options: ConfigReader) -> LegacyTokenContext:
+        if not options.has("secret"):
+            raise ConfigError(f"Missing required config value at '{options.path('secret')}'")
+        secret = options.get("secret")
+        if not isinstance(secret, str) or not _NON_SPACE.fullmatch(secret):
+            raise ConfigError(
+                f"Illegal secret, must be a valid base64 string (at {options.path('secret')})"
+            )
+        key = validate_secret(secret, options.path("secret"))
+        subject = options.get_string("subject")
+        if not _NON_SPACE.fullmatch(subject):
+            raise ConfigError(
+                "Illegal subject, must be a set of non-space characters"
+                f" (at {options.path('subject')})"
+            )
+        return LegacyTokenContext([key], subject, clock, leeway, max_lifetime_leeway)
+
+    def verify(token: str, context: LegacyTokenContext) -> ExternalTokenResult | None:
+        try:
+            claims = verify_external_legacy_token(token, context)
+        except InvalidToken as exc:
+            raise AuthenticationError("Invalid legacy token", exc) from None
+        if claims is None:
+            return None
+        return ExternalTokenResult(context.subject, expires_at=claims["exp"], claims=claims)
+
+    return ExternalTokenHandler(type="legacy", initialize=initialize, verify_token=verify)
+
+
+def _string_set(value: object, path: str) -> tuple[str, ...]:
+    items = value if isinstance(value, list) else [value]
+    if not all(isinstance(item, str) for item in items):
+        raise ConfigError(f"{path} must be a string or a list of strings")
+    seen: dict[str, None] = {}
+    for item in t.cast(t.List[str], items):
+        for part in _SPLIT.split(item):
+            if part:
+                seen[part] = None
+    return tuple(seen)
+
+
+def read_access_restrictions(entry: ConfigReader) -> RestrictionsByPlugin:
+    """Parse ``accessRestrictions`` with Backstage's validation messages."""
+    restrictions: dict[str, AccessRestrictions] = {}
+    for item in entry.get_config_list("accessRestrictions"):
+        for key in item.keys():
+            if key not in ("plugin", "permission", "permissionAttribute"):
+                raise ConfigError(
+                    f"Invalid key '{key}' in 'accessRestrictions' config, expected one of"
+                    f" 'plugin', 'permission', 'permissionAttribute' (at {item.prefix})"
+                )
+        plugin = item.get_string("plugin")
+        if plugin in restrictions:
+            raise ConfigError(
+                f"Attempted to declare 'accessRestrictions' twice for plugin '{plugin}',"
+                " which is not permitted"
+            )
+        names = None
+        if item.has("permission"):
+            names = _string_set(item.get("permission"), item.path("permission")) or None
+        actions = None
+        attributes = item.get_config("permissionAttribute")
+        for key in attributes.keys():
+            if key != "action":
+                raise ConfigError(
+                    f"Invalid key '{key}' in 'permissionAttribute' config, expected 'action'"
+                    f" (at {attributes.prefix})"
+                )
+        if attributes.has("action"):
+            actions = _string_set(attributes.get("action"), attributes.path("action"))
+            for action in actions:
+                if action not in PERMISSION_ACTIONS:
+                    raise ConfigError(
+                        f"Invalid value '{action}' at 'action' in 'permissionAttributes' config,"
+                        " valid values are 'create', 'read', 'update', 'delete'"
+                    )
+            actions = actions or None
+        restrictions[plugin] = AccessRestrictions(permission_names=names, actions=actions)
+    return restrictions or None
+
+
+class ExternalAccess:
+    """The configured external access entries, in order."""
+
+    def __init__(self, entries: t.Sequence[ExternalAccessEntry]) -> None:
+        self.entries = tuple(entries)
+
+    @classmethod
+    def from_config(
+        cls,
+        config: ConfigReader,
+        *,
+        handlers: t.Sequence[ExternalTokenHandler[t.Any]],
+        legacy_keys: t.Sequence[bytes] = (),
+        clock: Clock,
+        leeway: float = 0,
+        max_lifetime_leeway: float = 60,
+    ) -> ExternalAccess:
+        """Build and validate every entry; errors name the entry's path.
+
+        :param handlers: the handler types (built-in and custom), unique by type.
+        :param legacy_keys: keys of ``backend.auth.keys`` (and a development
+            key), appended last with subject ``external:backstage-plugin``.
+        """
+        by_type: dict[str, ExternalTokenHandler[t.Any]] = {}
+        for handler in handlers:
+            if handler.type in by_type:
+                raise ConfigError(
+                    f"Duplicate external token handler type '{handler.type}',"
+                    " each handler must have a unique type"
+                )
+            by_type[handler.type] = handler
+        entries = []
+        static_tokens: set[bytes] = set()
+        for entry in config.get_config_list("backend.auth.externalAccess"):
+            kind = entry.get("type")
+            entry_handler = by_type.get(kind) if isinstance(kind, str) else None
+            if entry_handler is None:
+                expected = ", ".join(f"'{name}'" for name in by_type)
+                raise ConfigError(
+                    f"Unknown type '{kind}' in backend.auth.externalAccess, expected one of"
+                    f" {expected} (at {entry.path('type')})"
+                )
+            context = entry_handler.initialize(entry.get_config("options"))
+            if entry_handler.type == "static":
+                if context.digest in static_tokens:
+                    raise ConfigError(
+                        "Static externalAccess token was declared more than once"
+                        f" (at {entry.path('options.token')})"
+                    )
+                static_tokens.add(context.digest)
+            entries.append(
+                ExternalAccessEntry(
+                    entry_handler, context, read_access_restrictions(entry), entry.prefix
+                )
+            )
+        if config.get_config_list("backend.auth.keys"):
+            logger.warning(
+                "DEPRECATION WARNING: The backend.auth.keys config has been replaced by"
+                " backend.auth.externalAccess, see"
+                " https://backstage.io/docs/auth/service-to-service-auth"
+            )
+        if legacy_keys:
+            legacy = legacy_token_handler(
+                clock=clock, leeway=leeway, max_lifetime_leeway=max_lifetime_leeway
+            )
+            context = LegacyTokenContext(
+                legacy_keys, LEGACY_KEYS_SUBJECT, clock, leeway, max_lifetime_leeway
+            )
+            entries.append(ExternalAccessEntry(legacy, context, None, "backend.auth.keys"))
+        return cls(entries)
+
+    def verify(self, token: str) -> tuple[ExternalTokenResult, RestrictionsByPlugin] | None:
+        """The first entry's result for ``token``, with its restrictions."""
+        for entry in self.entries:
+            result = entry.handler.verify_token(token, entry.context)
+            if result is not None:
+                return result, entry.restrictions
+        return None
+
+
+def builtin_handlers(
+    *,
+    clock: Clock,
+    leeway: float = 0,
+    max_lifetime_leeway: float = 60,
+    jwks_timeout: float = 5,
+    jwks_cooldown: float = 30,
+) -> list[ExternalTokenHandler[t.Any]]:
+    """The ``static``, ``legacy`` and ``jwks`` handlers."""
+    return [
+        static_token_handler,
+        legacy_token_handler(clock=clock, leeway=leeway, max_lifetime_leeway=max_lifetime_leeway),
+        jwks_token_handler(
+            clock=clock, leeway=leeway, timeout=jwks_timeout, cooldown=jwks_cooldown
+        ),
+    ]
