@@ -2,15 +2,16 @@
 
 ``create_app()`` reads ``example_app/app-config.yaml`` (or the files named in
 ``BACKSTAGE_APP_CONFIG``, separated by ``os.pathsep``) and wires the plugins
-the way Backstage's old backend did (seed 000 and seed 004): one
-``ServerTokenManager`` shared by every plugin, and a require-authentication
-middleware in front of every plugin but the health check and the CSS files.
+the way Backstage's new backend system does: ``BackstageAuth`` protects every
+plugin by default, and plugins open what they must with auth policies
+(``app/health`` unauthenticated, techdocs pages under ``user-cookie``, their
+stylesheets unauthenticated).
 """
 
 from __future__ import annotations
 
 import os
-import re
+import time
 import typing as t
 from pathlib import Path
 
@@ -19,13 +20,13 @@ from werkzeug.exceptions import HTTPException
 
 from flask_backstage_auth import (
     CONFIG_KEY,
+    BackstageAuth,
     BackstageError,
     ConfigReader,
-    HostDiscovery,
     ServerTokenManager,
-    create_require_authentication_middleware,
     load_app_config,
 )
+from flask_backstage_auth.clock import Clock
 
 from .environment import make_create_env
 from .plugins import app as app_plugin
@@ -33,8 +34,6 @@ from .plugins import catalog, search, techdocs
 
 HERE = Path(__file__).parent
 DEFAULT_CONFIG = HERE / "app-config.yaml"
-#: The exemption seed 004 gives for TechDocs stylesheets.
-TECHDOCS_CSS = re.compile(r"^/api/techdocs/static/docs/.+\.css")
 
 
 def _config_files() -> list[str]:
@@ -59,11 +58,12 @@ def _json_http_error(error: HTTPException) -> t.Any:
     return generic
 
 
-def create_app(config: t.Mapping[str, t.Any] | None = None) -> Flask:
+def create_app(config: t.Mapping[str, t.Any] | None = None, *, clock: Clock = time.time) -> Flask:
     """Build the example backend.
 
     :param config: merged into ``app.config``; a ``BACKSTAGE_CONFIG`` entry
         replaces the document read from the app-config files.
+    :param clock: the time source of token verification (for tests).
     """
     app = Flask(__name__)
     files = _config_files()
@@ -74,11 +74,13 @@ def create_app(config: t.Mapping[str, t.Any] | None = None) -> Flask:
 
     backstage = ConfigReader(app.config[CONFIG_KEY])
     development = bool(app.debug or app.testing or app.config.get("BACKSTAGE_AUTH_DEVELOPMENT"))
+    # The search collators call other plugins with service tokens, so this
+    # backend needs backend.auth.keys in production and refuses to start without.
     token_manager = ServerTokenManager.from_config(
-        backstage, logger=app.logger, development=development
+        backstage, logger=app.logger, development=development, clock=clock
     )
-    discovery = HostDiscovery.from_config(backstage)
-    create_env = make_create_env(backstage, discovery, token_manager)
+    BackstageAuth(app, token_manager=token_manager, clock=clock)
+    create_env = make_create_env(app, backstage)
 
     docs_dir = Path(backstage.get_string("techdocs.docsDir", "docs"))
     if not docs_dir.is_absolute():
@@ -88,15 +90,4 @@ def create_app(config: t.Mapping[str, t.Any] | None = None) -> Flask:
     app.register_blueprint(techdocs.create_plugin(create_env("techdocs"), docs_dir))
     app.register_blueprint(app_plugin.create_plugin(create_env("app")))
     app.register_error_handler(HTTPException, _json_http_error)
-
-    # Seed 004: authenticated routes behind the middleware, the rest open.
-    require_authentication = create_require_authentication_middleware(None, token_manager)
-    wsgi = app.wsgi_app
-    wsgi = require_authentication.wrap(wsgi, prefix="/api/catalog")
-    wsgi = require_authentication.wrap(wsgi, prefix="/api/search")
-    wsgi = require_authentication.unless(path=TECHDOCS_CSS).wrap(wsgi, prefix="/api/techdocs")
-    wsgi = require_authentication.unless(path="/api/app/health").wrap(wsgi, prefix="/api/app")
-    app.wsgi_app = wsgi  # type: ignore[method-assign]
-
-    app.extensions["example_app"] = {"token_manager": token_manager, "discovery": discovery}
     return app

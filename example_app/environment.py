@@ -1,4 +1,4 @@
-"""The plugin environment, as in seed 000's ``makeCreateEnv``."""
+"""The plugin environment: what each plugin is built with."""
 
 from __future__ import annotations
 
@@ -6,32 +6,44 @@ import logging
 import typing as t
 from dataclasses import dataclass
 
-from flask_backstage_auth import ConfigReader, HostDiscovery, TokenManager
+from flask import Flask
+
+from flask_backstage_auth import (
+    AuthService,
+    BackstageAuth,
+    ConfigReader,
+    HostDiscovery,
+    HttpAuthService,
+    PermissionsService,
+)
 
 
 @dataclass(frozen=True)
 class PluginEnvironment:
-    """What each plugin is built with."""
+    """The services of one plugin, as Backstage's new backend system hands them out."""
 
     plugin_id: str
     logger: logging.Logger
     config: ConfigReader
     discovery: HostDiscovery
-    token_manager: TokenManager
+    auth: AuthService
+    http_auth: HttpAuthService
+    permissions: PermissionsService
 
 
-def make_create_env(
-    config: ConfigReader, discovery: HostDiscovery, token_manager: TokenManager
-) -> t.Callable[[str], PluginEnvironment]:
-    """A factory of per-plugin environments sharing one token manager."""
+def make_create_env(app: Flask, config: ConfigReader) -> t.Callable[[str], PluginEnvironment]:
+    """A factory of per-plugin environments backed by the app's ``BackstageAuth``."""
+    state = BackstageAuth.state(app)
 
     def create_env(plugin_id: str) -> PluginEnvironment:
         return PluginEnvironment(
             plugin_id=plugin_id,
             logger=logging.getLogger(f"example_app.{plugin_id}"),
             config=config,
-            discovery=discovery,
-            token_manager=token_manager,
+            discovery=state.discovery,
+            auth=state.auth(plugin_id),
+            http_auth=state.http_auth(plugin_id),
+            permissions=state.permissions,
         )
 
     return create_env

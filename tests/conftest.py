@@ -68,6 +68,7 @@ def app(secret: str) -> Flask:
     return create_app(
         {
             "TESTING": True,
+            "BACKSTAGE_AUTH_ACCEPT_MOCK_TOKENS": True,
             "BACKSTAGE_CONFIG": {
                 "backend": {
                     "baseUrl": f"http://127.0.0.1:{port}",
@@ -81,7 +82,9 @@ def app(secret: str) -> Flask:
 
 @pytest.fixture
 def token(app: Flask) -> str:
-    return t.cast(str, app.extensions["example_app"]["token_manager"].get_token().token)
+    from flask_backstage_auth import BackstageAuth
+
+    return BackstageAuth.state(app).token_manager.get_token().token
 
 
 @pytest.fixture

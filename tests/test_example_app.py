@@ -35,11 +35,11 @@ def test_protected_routes_need_a_token(client: FlaskClient, method: str, path: s
     assert response.status_code == 401
     assert response.headers["WWW-Authenticate"] == "Bearer"
     body = response.get_json()
-    assert body["error"] == {"name": "AuthenticationError", "message": "Authentication is required"}
+    assert body["error"] == {"name": "AuthenticationError", "message": "Missing credentials"}
     assert body["response"] == {"statusCode": 401}
     bad = client.open(path, method=method, headers={"Authorization": "Bearer not.a.token"})
     assert bad.status_code == 401
-    assert bad.get_json()["error"]["message"].startswith("Token is not valid")
+    assert bad.get_json()["error"]["message"] == "Illegal token"
 
 
 def test_catalog_with_a_token(client: FlaskClient, auth_headers: dict[str, str]) -> None:
@@ -137,10 +137,62 @@ def test_whoami_describes_the_caller(client: FlaskClient, auth_headers: dict[str
     }
 
 
-def test_unknown_routes_are_json_404(client: FlaskClient) -> None:
-    response = client.get("/api/unknown")
+def test_unknown_routes_do_not_leak_to_anonymous_callers(
+    client: FlaskClient, auth_headers: dict[str, str]
+) -> None:
+    assert client.get("/api/unknown").status_code == 401
+    assert client.get("/api/catalog/unknown").status_code == 401
+    response = client.get("/api/catalog/unknown", headers=auth_headers)
     assert response.status_code == 404
     assert response.get_json()["error"]["name"] == "NotFoundError"
+
+
+STATIC = {"Authorization": "Bearer example-catalog-reader-token"}
+
+
+def test_development_static_token_is_restricted_to_the_catalog() -> None:
+    from example_app import create_app
+
+    client = create_app({"TESTING": True}).test_client()  # the shipped app-config.yaml
+    entities = client.get("/api/catalog/entities", headers=STATIC)
+    assert entities.status_code == 200
+    me = client.get("/api/app/whoami", headers=STATIC)
+    assert me.status_code == 403
+    assert (
+        me.get_json()["error"]["message"]
+        == "This token's access is restricted to plugin(s) 'catalog'"
+    )
+    assert client.post("/api/search/index", headers=STATIC).status_code == 403
+
+
+def test_production_config_drops_the_development_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from example_app import HERE, create_app
+
+    monkeypatch.setenv(
+        "BACKSTAGE_APP_CONFIG",
+        os.pathsep.join([str(HERE / "app-config.yaml"), str(HERE / "app-config.production.yaml")]),
+    )
+    monkeypatch.setenv("BACKEND_SECRET", new_secret())
+    client = create_app().test_client()
+    assert client.get("/api/catalog/entities", headers=STATIC).status_code == 401
+
+
+def test_techdocs_pages_through_the_user_cookie(app: Flask) -> None:
+    from flask_backstage_auth.testing import mock_credentials
+
+    client = app.test_client()
+    client.set_cookie(*mock_credentials.limited_user_cookie("user:default/reader"))
+    with client.get("/api/techdocs/static/docs/index.html") as page:
+        assert page.status_code == 200
+        assert b"Example documentation" in page.data
+    assert client.get("/api/techdocs/documents").status_code == 401  # cookie: static docs only
+    assert client.post("/api/catalog/entities", json={}).status_code == 401
+    me = app.test_client().get(
+        "/api/app/whoami", headers=mock_credentials.user_header("user:default/jane")
+    )
+    assert me.get_json() == {"principal": {"type": "user", "userEntityRef": "user:default/jane"}}
 
 
 def _live_config(app: Flask) -> ConfigReader:
@@ -240,7 +292,7 @@ def test_search_indexer_fails_clearly_when_the_catalog_rejects_it(secret: str) -
     message = response.json()["error"]["message"]
     assert message.startswith("Catalog collator:")
     assert "answered 401" in message
-    assert "Token is not valid" in message
+    assert "Illegal token" in message
     assert token not in response.text
 
 
@@ -282,4 +334,6 @@ def test_production_without_keys_refuses_to_start(
     monkeypatch.setenv("BACKSTAGE_APP_CONFIG", str(config))
     with pytest.raises(ConfigError, match="backend.auth.keys"):
         create_app()
-    assert create_app({"TESTING": True}).extensions["example_app"]["token_manager"].generated_key
+    from flask_backstage_auth import BackstageAuth
+
+    assert BackstageAuth.state(create_app({"TESTING": True})).token_manager.generated_key

@@ -83,10 +83,9 @@ def test_backstage_minted_token_opens_the_catalog(vector: dict[str, t.Any]) -> N
                     "auth": {"keys": [{"secret": s} for s in vector["secrets"]]},
                 },
             },
-        }
+        },
+        clock=lambda: vector["verify_at"],  # the vector's clock rule
     )
-    manager = app.extensions["example_app"]["token_manager"]
-    manager._clock = lambda: vector["verify_at"]  # the vector's clock rule
     client = app.test_client()
     response = client.get(
         "/api/catalog/entities", headers={"Authorization": f"Bearer {vector['token']}"}

@@ -1,8 +1,10 @@
 """Search: an index built by collators that call other plugins over HTTP.
 
-The collators are those of seed 000: each asks the token manager for a token
-on every request (through :func:`flask_backstage_auth.plugin_session`) and
-reaches the other plugin through discovery, i.e. ``backend.baseUrl``.
+The collators are those of seed 000 under the new auth services: each asks
+``auth.get_plugin_request_token(on_behalf_of=<own service credentials>,
+target_plugin_id=...)`` for a token on every request (through
+:func:`flask_backstage_auth.plugin_session`) and reaches the other plugin
+through discovery, i.e. ``backend.baseUrl``.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import requests
 from flask import Blueprint, jsonify, request
 from flask.typing import ResponseReturnValue
 
-from flask_backstage_auth import BackstageError, HostDiscovery, TokenManager, plugin_session
+from flask_backstage_auth import AuthService, BackstageError, HostDiscovery, plugin_session
 
 from ..environment import PluginEnvironment
 
@@ -61,12 +63,12 @@ class CatalogCollator:
     def __init__(
         self,
         discovery: HostDiscovery,
-        token_manager: TokenManager,
+        auth: AuthService,
         batch_size: int = 500,
         timeout: float = 10,
     ) -> None:
         self.discovery = discovery
-        self.session = plugin_session(token_manager)
+        self.session = plugin_session(auth=auth, target_plugin_id="catalog")
         self.batch_size = batch_size
         self.timeout = timeout
 
@@ -102,11 +104,9 @@ class TechDocsCollator:
 
     type = "techdocs"
 
-    def __init__(
-        self, discovery: HostDiscovery, token_manager: TokenManager, timeout: float = 10
-    ) -> None:
+    def __init__(self, discovery: HostDiscovery, auth: AuthService, timeout: float = 10) -> None:
         self.discovery = discovery
-        self.session = plugin_session(token_manager)
+        self.session = plugin_session(auth=auth, target_plugin_id="techdocs")
         self.timeout = timeout
 
     def collect(self) -> list[Document]:
@@ -154,8 +154,8 @@ def create_plugin(env: PluginEnvironment) -> Blueprint:
     """The search blueprint, served under ``/api/search``."""
     index = SearchIndex()
     collators: list[Collator] = [
-        CatalogCollator(env.discovery, env.token_manager),
-        TechDocsCollator(env.discovery, env.token_manager),
+        CatalogCollator(env.discovery, env.auth),
+        TechDocsCollator(env.discovery, env.auth),
     ]
     bp = Blueprint(env.plugin_id, __name__, url_prefix=f"/api/{env.plugin_id}")
 

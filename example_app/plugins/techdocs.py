@@ -1,4 +1,8 @@
-"""TechDocs: static documentation files, and a listing for the search indexer."""
+"""TechDocs: static documentation files, and a listing for the search indexer.
+
+Pages are served under a ``user-cookie`` policy, so a browser that holds the
+``backstage-auth`` cookie can load them; stylesheets are open to all.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,8 @@ from pathlib import Path
 
 from flask import Blueprint, jsonify, send_from_directory
 from flask.typing import ResponseReturnValue
+
+from flask_backstage_auth import add_auth_policy, unauthenticated
 
 from ..environment import PluginEnvironment
 
@@ -29,7 +35,13 @@ def _document(root: Path, file: Path) -> dict[str, str]:
 def create_plugin(env: PluginEnvironment, docs_dir: Path) -> Blueprint:
     """The techdocs blueprint, served under ``/api/techdocs``."""
     bp = Blueprint(env.plugin_id, __name__, url_prefix=f"/api/{env.plugin_id}")
+    add_auth_policy(bp, path="/static/docs", allow="user-cookie")
     root = docs_dir.resolve()
+
+    @bp.get("/static/docs/<path:name>.css")
+    @unauthenticated
+    def stylesheet(name: str) -> ResponseReturnValue:
+        return send_from_directory(root, f"{name}.css")
 
     @bp.get("/static/docs/<path:path>")
     def static_docs(path: str) -> ResponseReturnValue:
