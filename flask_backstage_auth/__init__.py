@@ -28,6 +28,11 @@ from .errors import (
 from .extension import BackstageAuth, get_credentials
 from .http_auth import HttpAuthService
 from .legacy import NoopTokenManager, ServerToken, ServerTokenManager, TokenManager
+from .legacy_adapters import (
+    LegacyAuthAdapters,
+    create_legacy_auth_adapters,
+    identity_from_auth,
+)
 from .middleware import (
     IdentityApi,
     RequireAuthentication,
@@ -65,7 +70,10 @@ __all__ = [
     "PluginRequestToken",
     "PolicyDecision",
     "PolicyQuery",
+    "LegacyAuthAdapters",
     "add_auth_policy",
+    "create_legacy_auth_adapters",
+    "identity_from_auth",
     "allow_user_cookie",
     "create_permission",
     "get_credentials",

@@ -14,27 +14,20 @@ from __future__ import annotations
 import logging
 import typing as t
 
-from flask import Blueprint, Flask, current_app, g, has_request_context, request
+from flask import Blueprint, Flask, current_app, has_request_context, request
 
 from .auth import AuthService, TokenHandler, TokenVerifier
+from .barrier import CredentialsBarrier
 from .clock import Clock, system_clock
 from .config import CONFIG_KEY, ConfigReader
 from .credentials import Credentials
 from .discovery import HostDiscovery
-from .errors import AuthenticationError, BackstageError
 from .external_access import ExternalAccess, builtin_handlers
 from .http_auth import HttpAuthService
 from .legacy import ServerTokenManager, TokenManager, read_legacy_keys
 from .middleware import get_middleware_credentials
-from .paths import is_trustworthy_request_path, routing_path
 from .permissions import PermissionPolicy, PermissionsService
-from .policies import (
-    AuthPolicy,
-    AuthPolicyAllow,
-    blueprint_policies,
-    strongest,
-    view_policy,
-)
+from .policies import AuthPolicy, bump_policy_version
 from .settings import Settings
 from .tokens.external import ExternalTokenHandler
 from .tokens.mock import verify_mock_token
@@ -43,8 +36,6 @@ logger = logging.getLogger(__name__)
 
 #: The ``app.extensions`` key.
 EXTENSION_KEY = "backstage_auth"
-#: The ``g`` attribute holding the credentials the barrier established.
-_G_CREDENTIALS = "_backstage_auth_barrier_credentials"
 _DEFAULT_BASE_URL = "http://localhost:7007"
 
 
@@ -120,6 +111,7 @@ class BackstageAuthState:
         self.policies: dict[str | None, tuple[AuthPolicy, ...]] = {}
         self._auth: dict[str, AuthService] = {}
         self._http_auth: dict[str, HttpAuthService] = {}
+        self.barrier = CredentialsBarrier(self)
         if self.default_policy_disabled:
             logger.warning(
                 "backend.auth.dangerouslyDisableDefaultAuthPolicy is set: requests without"
@@ -149,78 +141,7 @@ class BackstageAuthState:
 
     def add_policy(self, plugin_id: str | None, policy: AuthPolicy) -> None:
         self.policies[plugin_id] = (*self.policies.get(plugin_id, ()), policy)
-
-    # -- the barrier ----------------------------------------------------
-
-    def request_plugin(self) -> tuple[str | None, str]:
-        """The plugin id of the current request and the path relative to its mount.
-
-        Routed requests belong to their top-level blueprint; unmatched ones to
-        the blueprint whose mount prefix they start with. ``None``: the app.
-        """
-        app = current_app
-        path = routing_path(request.environ)
-        plugin_id: str | None = None
-        if request.url_rule is not None:
-            names = request.blueprints
-            plugin_id = names[-1] if names else None
-        else:
-            prefix = self.settings.plugin_prefix + "/"
-            if path.startswith(prefix):
-                candidate = path[len(prefix) :].split("/", 1)[0]
-                if candidate in app.blueprints:
-                    plugin_id = candidate
-        if plugin_id is None:
-            return None, path
-        mount = f"{self.settings.plugin_prefix}/{plugin_id}"
-        blueprint = app.blueprints.get(plugin_id)
-        if not (path == mount or path.startswith(mount + "/")):
-            mount = (blueprint.url_prefix or "") if blueprint else ""
-            mount = mount.rstrip("/")
-            if mount and not (path == mount or path.startswith(mount + "/")):
-                mount = ""
-        return plugin_id, path[len(mount) :] or "/"
-
-    def request_policy(self, plugin_id: str | None, relative_path: str) -> AuthPolicyAllow | None:
-        """The strongest policy that applies to the current request."""
-        if not is_trustworthy_request_path(request.environ):
-            return None
-        allows: list[str | None] = []
-        if request.url_rule is not None and request.endpoint:
-            allows.append(view_policy(current_app.view_functions.get(request.endpoint)))
-        policies = list(self.policies.get(plugin_id, ()))
-        for name in request.blueprints if request.url_rule is not None else (plugin_id,):
-            if name is not None:
-                policies.extend(blueprint_policies(current_app.blueprints.get(name)))
-        allows.extend(p.allow for p in policies if p.matches(relative_path))
-        return strongest(allows)
-
-    def barrier(self) -> None:
-        """``before_request``: let the request through, or raise a 401/403."""
-        if self.default_policy_disabled:
-            return
-        rule = request.url_rule
-        if (
-            request.method == "OPTIONS"
-            and rule is not None
-            and getattr(rule, "provide_automatic_options", False)
-        ):
-            return  # Flask answers with the Allow header; no view runs
-        try:
-            plugin_id, relative_path = self.request_plugin()
-            policy = self.request_policy(plugin_id, relative_path)
-            if policy == "unauthenticated":
-                return
-            http_auth = self.http_auth(plugin_id or "app")
-            credentials = http_auth.credentials(
-                allow=("user", "service"), allow_limited_access=policy == "user-cookie"
-            )
-        except BackstageError:
-            raise
-        except Exception:  # fail closed: no view runs after an unexpected error
-            logger.exception("The credentials barrier failed unexpectedly")
-            raise AuthenticationError("Authentication failed") from None
-        setattr(g, _G_CREDENTIALS, credentials)
+        bump_policy_version()
 
 
 class BackstageAuth:
@@ -331,8 +252,10 @@ def _current_plugin_id() -> str:
     names = request.blueprints
     if names:
         return names[-1]
-    plugin_id, _ = BackstageAuth.state().request_plugin()
-    return plugin_id or "app"
+    state = BackstageAuth.state()
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    req = request._get_current_object()  # type: ignore[attr-defined]
+    return state.barrier.plugin_id(app, req) or "app"
 
 
 def get_credentials() -> Credentials:
@@ -347,12 +270,9 @@ def get_credentials() -> Credentials:
     """
     if not has_request_context():
         raise RuntimeError("get_credentials() needs a request context")
-    credentials = g.get(_G_CREDENTIALS)
-    if isinstance(credentials, Credentials):
-        return credentials
+    established = get_middleware_credentials(request.environ)
+    if established is not None:
+        return established
     if EXTENSION_KEY in current_app.extensions:
         return BackstageAuth.state().http_auth(_current_plugin_id()).credentials()
-    from_middleware = get_middleware_credentials(request.environ)
-    if from_middleware is None:
-        raise RuntimeError("No credentials: neither BackstageAuth nor the middleware ran")
-    return from_middleware
+    raise RuntimeError("No credentials: neither BackstageAuth nor the middleware ran")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import typing as t
 
-from flask import g, has_request_context
 from flask import request as current_request
 from werkzeug.wrappers import Request
 
@@ -74,7 +73,7 @@ class HttpAuthService:
         return check_allowed(credentials, allow)
 
     def _extract(self, request: Request, allow_limited_access: bool) -> Credentials:
-        header = request.headers.get("Authorization")
+        header = request.environ.get("HTTP_AUTHORIZATION")
         if header is not None:
             token = get_bearer_token(header)
             if token is None:
@@ -91,11 +90,13 @@ class HttpAuthService:
         return credentials
 
 
+_CACHE_KEY = "flask_backstage_auth.credentials_cache"
+
+
 def _request_cache(request: Request) -> dict[tuple[str, bool], Credentials]:
-    if has_request_context() and request is current_request._get_current_object():  # type: ignore[attr-defined]
-        cache = g.get("_backstage_auth_credentials")
-        if cache is None:
-            cache = {}
-            g._backstage_auth_credentials = cache
-        return t.cast(t.Dict[t.Tuple[str, bool], Credentials], cache)
-    return {}
+    """Per-request memo of extracted credentials, kept in the WSGI environ."""
+    environ = request.environ
+    cache: dict[tuple[str, bool], Credentials] | None = environ.get(_CACHE_KEY)
+    if cache is None:
+        cache = environ[_CACHE_KEY] = {}
+    return cache

@@ -29,6 +29,18 @@ _PARAM = re.compile(r":([A-Za-z_][A-Za-z0-9_]*)")
 _LITERAL = re.compile(r"[A-Za-z0-9._~!$&'=@+,;-]+")
 
 
+_version = [0]
+
+
+def policy_version() -> int:
+    """A counter bumped whenever a policy is added anywhere (for caches)."""
+    return _version[0]
+
+
+def bump_policy_version() -> None:
+    _version[0] += 1
+
+
 def _validate_allow(allow: object) -> AuthPolicyAllow:
     if allow not in ALLOW_VALUES:
         raise ValueError(f"Invalid auth policy {allow!r}; expected one of {ALLOW_VALUES}")
@@ -83,6 +95,7 @@ def add_auth_policy(blueprint: Blueprint, *, path: str = "/", allow: str) -> Aut
     policies = list(getattr(blueprint, BLUEPRINT_ATTRIBUTE, ()))
     policies.append(policy)
     setattr(blueprint, BLUEPRINT_ATTRIBUTE, tuple(policies))
+    bump_policy_version()
     return policy
 
 
@@ -92,6 +105,7 @@ def blueprint_policies(blueprint: object | None) -> tuple[AuthPolicy, ...]:
 
 def _mark(view: F, allow: AuthPolicyAllow) -> F:
     setattr(view, VIEW_ATTRIBUTE, allow)
+    bump_policy_version()
     return view
 
 
@@ -105,17 +119,6 @@ def allow_user_cookie(view: F) -> F:
     return _mark(view, "user-cookie")
 
 
-def view_policy(view: t.Callable[..., t.Any] | None) -> AuthPolicyAllow | None:
-    if view is None:
-        return None
-    return t.cast(t.Optional[AuthPolicyAllow], getattr(view, VIEW_ATTRIBUTE, None))
-
-
-def strongest(allows: t.Iterable[str | None]) -> AuthPolicyAllow | None:
-    """``unauthenticated`` beats ``user-cookie``, which beats the default."""
-    found = set(allows)
-    if "unauthenticated" in found:
-        return "unauthenticated"
-    if "user-cookie" in found:
-        return "user-cookie"
-    return None
+def view_policy(view: t.Callable[..., t.Any] | None) -> str | None:
+    """The policy a decorator set on ``view``, if any."""
+    return getattr(view, VIEW_ATTRIBUTE, None) if view is not None else None

@@ -36,9 +36,10 @@ def encode_hs256(claims: t.Mapping[str, t.Any], key: bytes) -> str:
     return _HS256.encode(payload, key, algorithm="HS256", headers={"typ": None})
 
 
-def decode_hs256(token: str, key: bytes) -> dict[str, t.Any]:
-    """Verify an HS256 signature and return the claims (no claim is checked).
+def decode_hs256(token: str, key: bytes) -> tuple[dict[str, t.Any], dict[str, t.Any]]:
+    """Verify an HS256 signature; return the header and the claims (none checked).
 
+    :raises jwt.InvalidAlgorithmError: the header's ``alg`` is not HS256.
     :raises jwt.InvalidSignatureError: the key did not make the signature.
     :raises jwt.DecodeError: the token or its payload is malformed.
     """
@@ -49,4 +50,4 @@ def decode_hs256(token: str, key: bytes) -> dict[str, t.Any]:
         raise jwt.DecodeError("Invalid payload string") from exc
     if not isinstance(claims, dict):
         raise jwt.DecodeError("Invalid payload string: must be a json object")
-    return claims
+    return decoded["header"], claims

@@ -1,0 +1,225 @@
+"""Throughput of a route behind the credentials barrier vs. the same route unprotected.
+
+Run: ``python bench/bench_barrier.py [--seconds 1.0]``. Every figure is a ratio
+to a baseline measured in the same run, on the same machine:
+
+* ``ratio`` per token kind: requests/s through ``BackstageAuth`` with a
+  repeated token, divided by requests/s of the same view in an app without
+  the extension (target: >= 0.90).
+* ``new token``: verifying a never-seen legacy token, divided by a bare
+  ``jwt.decode`` of the same token (target: <= 1.3).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import json
+import os
+import statistics
+import sys
+import threading
+import time
+import typing as t
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric import ec
+from flask import Blueprint, Flask, jsonify
+from werkzeug.serving import make_server
+
+from flask_backstage_auth import BackstageAuth, ServerTokenManager
+from flask_backstage_auth.auth import TokenVerifier
+from flask_backstage_auth.secrets import decode_backstage_secret
+from flask_backstage_auth.tokens.legacy import verify_legacy_token
+
+SECRET = base64.b64encode(os.urandom(32)).decode()
+LEGACY_EXTERNAL_SECRET = base64.b64encode(os.urandom(32)).decode()
+STATIC_TOKEN = "bench-static-token-0123456789"
+
+
+def catalog() -> Blueprint:
+    bp = Blueprint("catalog", __name__, url_prefix="/api/catalog")
+
+    @bp.get("/entities")
+    def entities() -> t.Any:
+        return jsonify([{"kind": "Component", "metadata": {"name": "petstore"}}])
+
+    return bp
+
+
+def jwks_server(public_jwk: dict[str, t.Any]) -> tuple[str, t.Callable[[], None]]:
+    body = json.dumps({"keys": [public_jwk]}).encode()
+
+    def app(environ: t.Any, start_response: t.Any) -> list[bytes]:
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [body]
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+
+    return f"http://127.0.0.1:{server.server_port}/jwks.json", stop
+
+
+def build_apps(jwks_url: str) -> tuple[Flask, Flask]:
+    plain = Flask("plain", static_folder=None)
+    plain.register_blueprint(catalog())
+    protected = Flask("protected", static_folder=None)
+    protected.config["BACKSTAGE_CONFIG"] = {
+        "backend": {
+            "auth": {
+                "keys": [{"secret": SECRET}],
+                "externalAccess": [
+                    {"type": "static", "options": {"token": STATIC_TOKEN, "subject": "bench"}},
+                    {
+                        "type": "legacy",
+                        "options": {"secret": LEGACY_EXTERNAL_SECRET, "subject": "bench-legacy"},
+                    },
+                    {"type": "jwks", "options": {"url": jwks_url, "issuer": "bench"}},
+                ],
+            }
+        }
+    }
+    BackstageAuth(protected)
+    protected.register_blueprint(catalog())
+    return plain, protected
+
+
+def environ_for(token: str | None) -> dict[str, t.Any]:
+    environ = {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": "/api/catalog/entities",
+        "SCRIPT_NAME": "",
+        "QUERY_STRING": "",
+        "SERVER_NAME": "localhost",
+        "SERVER_PORT": "80",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(),
+        "wsgi.errors": sys.stderr,
+        "wsgi.multithread": False,
+        "wsgi.multiprocess": False,
+        "wsgi.run_once": False,
+    }
+    if token is not None:
+        environ["HTTP_AUTHORIZATION"] = f"Bearer {token}"
+    return environ
+
+
+def requests_per_second(app: Flask, token: str | None, seconds: float) -> float:
+    template = environ_for(token)
+    status: list[str] = []
+
+    def start_response(s: str, headers: t.Any, exc_info: t.Any = None) -> t.Any:
+        status.append(s)
+        return None
+
+    # warm up, and check the request really succeeds
+    for chunk in app(dict(template), start_response):
+        pass
+    if not status[-1].startswith("200"):
+        raise SystemExit(f"{app.name}: expected 200, got {status[-1]}")
+    count = 0
+    deadline = time.perf_counter() + seconds
+    start = time.perf_counter()
+    while time.perf_counter() < deadline:
+        for _ in range(200):
+            body = app(dict(template), start_response)
+            for _chunk in body:
+                pass
+            close = getattr(body, "close", None)
+            if close:
+                close()
+        count += 200
+    return count / (time.perf_counter() - start)
+
+
+def interleaved(plain: Flask, protected: Flask, token: str, seconds: float, rounds: int) -> float:
+    """Median ratio over rounds that alternate baseline and protected runs."""
+    ratios = []
+    for _ in range(rounds):
+        base = requests_per_second(plain, None, seconds)
+        guarded = requests_per_second(protected, token, seconds)
+        ratios.append(guarded / base)
+    return statistics.median(ratios)
+
+
+def new_token_cost(count: int) -> float:
+    """Our verification of fresh legacy tokens vs. a bare PyJWT decode."""
+    key = decode_backstage_secret(SECRET)
+    now = time.time()
+    tokens = [
+        jwt.encode(
+            {"sub": "backstage-server", "exp": int(now) + 3600 - i % 600},
+            key,
+            algorithm="HS256",
+            headers={"typ": None},
+        )
+        for i in range(count)
+    ]
+    manager = ServerTokenManager([key])
+
+    def ours() -> float:
+        start = time.perf_counter()
+        for token in tokens:
+            verify_legacy_token(token, [key], now=now)
+        return time.perf_counter() - start
+
+    def bare() -> float:
+        start = time.perf_counter()
+        for token in tokens:
+            jwt.decode(token, key, algorithms=["HS256"])
+        return time.perf_counter() - start
+
+    ratios = [ours() / bare() for _ in range(5)]
+    manager.authenticate(tokens[0])
+    return statistics.median(ratios)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=0.5, help="per measurement")
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+
+    private = ec.generate_private_key(ec.SECP256R1())
+    public_jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(private.public_key()))
+    public_jwk.update({"kid": "bench", "alg": "ES256"})
+    url, stop = jwks_server(public_jwk)
+    try:
+        plain, protected = build_apps(url)
+        state = BackstageAuth.state(protected)
+        legacy_external = ServerTokenManager.from_config(
+            {"backend": {"auth": {"keys": [{"secret": LEGACY_EXTERNAL_SECRET}]}}}
+        )
+        jwks_token = jwt.encode(
+            {"sub": "ci-robot", "iss": "bench", "exp": int(time.time()) + 3600},
+            private,
+            algorithm="ES256",
+            headers={"kid": "bench"},
+        )
+        kinds = {
+            "service token (backend.auth.keys)": state.token_manager.get_token().token,
+            "static externalAccess token": STATIC_TOKEN,
+            "legacy externalAccess token": legacy_external.get_token().token,
+            "jwks externalAccess token": jwks_token,
+        }
+        print(f"{'token kind':40} {'ratio to unprotected':>22}   (target >= 0.90)")
+        for name, token in kinds.items():
+            ratio = interleaved(plain, protected, token, args.seconds, args.rounds)
+            print(f"{name:40} {ratio:22.3f}")
+        print()
+        cost = new_token_cost(2000)
+        print(f"{'new legacy token vs bare jwt.decode':40} {cost:22.3f}   (target <= 1.30)")
+        assert isinstance(state.verifier, TokenVerifier)
+    finally:
+        stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,141 @@
+"""The credentials barrier: the ``before_request`` hook of the extension.
+
+Before any view runs, a request must carry valid user or service credentials
+unless an auth policy applies. Per routed URL rule, what can apply (the plugin,
+the view's decorator, the plugin's policies) is worked out once and cached;
+per request only the path is matched, and only when a policy exists.
+"""
+
+from __future__ import annotations
+
+import logging
+import typing as t
+from dataclasses import dataclass
+
+from flask import Flask, Request, current_app, request
+
+from .errors import AuthenticationError, BackstageError
+from .middleware import ENVIRON_CREDENTIALS_KEY
+from .paths import is_trustworthy_request_path, routing_path
+from .policies import AuthPolicy, blueprint_policies, policy_version, view_policy
+
+if t.TYPE_CHECKING:  # pragma: no cover
+    from .extension import BackstageAuthState
+
+logger = logging.getLogger(__name__)
+
+_USER_OR_SERVICE: tuple[t.Literal["user", "service"], ...] = ("user", "service")
+_UNAUTHENTICATED = "unauthenticated"
+_USER_COOKIE = "user-cookie"
+
+
+@dataclass(frozen=True)
+class Route:
+    """What the barrier needs to know about one URL rule (or one unmatched URL)."""
+
+    plugin_id: str | None
+    #: The policy a view decorator sets, if any.
+    view_allow: str | None
+    #: Path policies of the plugin (state and blueprints), paths relative to its mount.
+    policies: tuple[AuthPolicy, ...]
+    #: Where the plugin is mounted, e.g. ``/api/catalog``.
+    mount: str
+
+
+class CredentialsBarrier:
+    """Lets a request through, or raises a 401/403 :class:`BackstageError`."""
+
+    def __init__(self, state: BackstageAuthState) -> None:
+        self._state = state
+        # Rules are unhashable: keyed by id, with the rule kept to check identity.
+        self._routes: dict[int, tuple[object, Route]] = {}
+        self._routes_version = -1
+
+    def __call__(self) -> None:
+        state = self._state
+        if state.default_policy_disabled:
+            return
+        req: Request = request._get_current_object()  # type: ignore[attr-defined]
+        rule = req.url_rule
+        if (
+            req.method == "OPTIONS"
+            and rule is not None
+            and getattr(rule, "provide_automatic_options", False)
+        ):
+            return  # Flask answers with the Allow header; no view runs
+        try:
+            route = self.route(current_app._get_current_object(), req)  # type: ignore[attr-defined]
+            policy = self.policy(req, route) if route.view_allow or route.policies else None
+            if policy == _UNAUTHENTICATED:
+                return
+            credentials = state.http_auth(route.plugin_id or "app").credentials(
+                req, allow=_USER_OR_SERVICE, allow_limited_access=policy == _USER_COOKIE
+            )
+        except BackstageError:
+            raise
+        except Exception:  # fail closed: no view runs after an unexpected error
+            logger.exception("The credentials barrier failed unexpectedly")
+            raise AuthenticationError("Authentication failed") from None
+        req.environ[ENVIRON_CREDENTIALS_KEY] = credentials
+
+    def route(self, app: Flask, req: Request) -> Route:
+        """The :class:`Route` of a request (cached per URL rule)."""
+        rule = req.url_rule
+        version = policy_version()
+        if version != self._routes_version:
+            self._routes.clear()
+            self._routes_version = version
+        if rule is not None:
+            cached = self._routes.get(id(rule))
+            if cached is None or cached[0] is not rule:
+                cached = self._routes[id(rule)] = (rule, self._build_route(app, req))
+            return cached[1]
+        return self._build_route(app, req)
+
+    def _build_route(self, app: Flask, req: Request) -> Route:
+        prefix = self._state.settings.plugin_prefix
+        names: t.Sequence[str] = ()
+        view_allow = None
+        if req.url_rule is not None:
+            names = req.blueprints
+            view_allow = view_policy(app.view_functions.get(req.endpoint or ""))
+        else:
+            path = routing_path(req.environ)
+            if path.startswith(prefix + "/"):
+                candidate = path[len(prefix) + 1 :].split("/", 1)[0]
+                if candidate in app.blueprints:
+                    names = (candidate,)
+        plugin_id = names[-1] if names else None
+        policies = list(self._state.policies.get(plugin_id, ()))
+        for name in names:
+            policies.extend(blueprint_policies(app.blueprints.get(name)))
+        mount = ""
+        if plugin_id is not None:
+            blueprint = app.blueprints.get(plugin_id)
+            mount = f"{prefix}/{plugin_id}"
+            custom = (blueprint.url_prefix or "").rstrip("/") if blueprint else ""
+            if custom and custom != mount:
+                mount = custom
+        return Route(plugin_id, view_allow, tuple(policies), mount)
+
+    def policy(self, req: Request, route: Route) -> str | None:
+        """The strongest policy for this request: unauthenticated > user-cookie > none."""
+        if not is_trustworthy_request_path(req.environ):
+            return None
+        found = {route.view_allow} if route.view_allow else set()
+        if route.policies:
+            path = routing_path(req.environ)
+            mount = route.mount
+            if mount and (path == mount or path.startswith(mount + "/")):
+                relative = path[len(mount) :] or "/"
+                found.update(p.allow for p in route.policies if p.matches(relative))
+            elif not mount:
+                found.update(p.allow for p in route.policies if p.matches(path))
+        if _UNAUTHENTICATED in found:
+            return _UNAUTHENTICATED
+        if _USER_COOKIE in found:
+            return _USER_COOKIE
+        return None
+
+    def plugin_id(self, app: Flask, req: Request) -> str | None:
+        return self.route(app, req).plugin_id
