@@ -103,7 +103,7 @@ def read_access_restrictions(entry: ConfigReader) -> RestrictionsByPlugin:
         if plugin in restrictions:
             raise ConfigError(
                 f"Attempted to declare 'accessRestrictions' twice for plugin '{plugin}',"
-                " which is not permitted"
+                f" which is not permitted (at {item.path('plugin')})"
             )
         names = None
         if item.has("permission"):
@@ -123,6 +123,7 @@ def read_access_restrictions(entry: ConfigReader) -> RestrictionsByPlugin:
                     raise ConfigError(
                         f"Invalid value '{action}' at 'action' in 'permissionAttributes' config,"
                         " valid values are 'create', 'read', 'update', 'delete'"
+                        f" (at {attributes.path('action')})"
                     )
             actions = actions or None
         restrictions[plugin] = AccessRestrictions(permission_names=names, actions=actions)
@@ -163,7 +164,7 @@ class ExternalAccess:
         entries = []
         static_tokens: set[bytes] = set()
         for entry in config.get_config_list("backend.auth.externalAccess"):
-            kind = entry.get("type")
+            kind = entry.get_string("type")
             entry_handler = by_type.get(kind) if isinstance(kind, str) else None
             if entry_handler is None:
                 expected = ", ".join(f"'{name}'" for name in by_type)

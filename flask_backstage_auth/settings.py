@@ -77,6 +77,7 @@ class Settings:
             cache_ttl=_number(app, "BACKSTAGE_AUTH_CACHE_TTL", 0),
             accept_mock_tokens=accept_mock,
             jwks_timeout=_number(app, "BACKSTAGE_AUTH_JWKS_TIMEOUT", 0.1),
-            jwks_cooldown=_number(app, "BACKSTAGE_AUTH_JWKS_COOLDOWN", 0),
+            # Below 30 s only in tests: a forged kid must not make us a fetch loop.
+            jwks_cooldown=_number(app, "BACKSTAGE_AUTH_JWKS_COOLDOWN", 0 if app.testing else 30),
             plugin_prefix=prefix.rstrip("/"),
         )

@@ -60,7 +60,8 @@ class JwksCache:
         self._attempted_at: float | None = None  # last attempt, good or bad
 
     def _fetch(self) -> list[jwt.PyJWK]:
-        response = self._session.get(self.url, timeout=self.timeout)
+        # No redirects: keys come from the configured URL and nowhere else.
+        response = self._session.get(self.url, timeout=self.timeout, allow_redirects=False)
         if response.status_code != 200:
             raise JwksUnavailable(f"Failed to fetch jwks.json, {response.status_code}")
         try:
@@ -95,10 +96,13 @@ class JwksCache:
         with self._lock:
             now = self._clock()
             stale = self._fetched_at is None or now - self._fetched_at >= self.max_age
+            refreshed = False
             if stale and self._cooled_down(now):
                 self._refresh(now)
+                refreshed = True
             key = self._select(kid, alg)
-            if key is None and self._keys is not None and self._cooled_down(now):
+            # An unknown kid may trigger one fetch, never a second in the same call.
+            if key is None and not refreshed and self._keys is not None and self._cooled_down(now):
                 self._refresh(now)
                 key = self._select(kid, alg)
             if self._keys is None:
