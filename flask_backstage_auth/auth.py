@@ -1,8 +1,9 @@
 """The ``auth`` service: who a token belongs to, and tokens for outgoing calls.
 
-Token handlers run in Backstage's order (plugin tokens, user tokens, then
-``externalAccess`` in config order, then the legacy keys); a token none of them
-recognises is ``Illegal token``. Verified tokens are cached, bounded in size
+Token handlers run in Backstage's order: first-party tokens (today: mock
+tokens in tests; Backstage plugin and user tokens slot in here, before the
+rest), then ``externalAccess`` in config order, then the legacy keys; a token
+none of them recognises is ``Illegal token``. Verified tokens are cached, bounded in size
 and in time: an entry never outlives its token's expiry, nor ``cache_ttl``
 seconds, which bounds how long a revoked token may still pass.
 """

@@ -98,7 +98,10 @@ def load_app_config(
         except OSError as exc:
             raise ConfigError(f"Cannot read config file {file}: {exc.strerror}") from exc
         except yaml.YAMLError as exc:
-            raise ConfigError(f"Config file {file} is not valid YAML: {exc}") from exc
+            # Only the position: PyYAML's snippet of the line could hold a secret.
+            mark = getattr(exc, "problem_mark", None)
+            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+            raise ConfigError(f"Config file {file} is not valid YAML{where}") from None
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):

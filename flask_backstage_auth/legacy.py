@@ -197,9 +197,9 @@ class ServerTokenManager:
             )
         except InvalidToken as exc:
             raise AuthenticationError("Invalid server token", exc) from None
-        except Exception as exc:  # fail closed, whatever went wrong
+        except Exception:  # fail closed, whatever went wrong; log, never show
             logger.exception("Unexpected error while verifying a server token")
-            raise AuthenticationError("Invalid server token", exc) from None
+            raise AuthenticationError("Invalid server token") from None
 
 
 def read_legacy_keys(config: ConfigReader) -> list[bytes]:

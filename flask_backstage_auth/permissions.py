@@ -26,7 +26,8 @@ NOOP_TOKEN_MANAGER_MESSAGE = (
 
 NO_POLICY_MESSAGE = (
     "permission.enabled is true but no permission policy was given;"
-    " pass a policy to PermissionsService (policy=...)"
+    " pass one: BackstageAuth(app, permission_policy=...), or"
+    " PermissionsService(policy=...)"
 )
 
 

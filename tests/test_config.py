@@ -111,3 +111,13 @@ def test_reader_paths_in_errors() -> None:
     assert reader.get_bool("backend.auth.absent") is False
     with pytest.raises(ConfigError, match=r"backend\.auth\.keys\[0\]\.secret"):
         reader.get_config_list("backend.auth.keys")[0].get_string("secret")
+
+
+def test_yaml_errors_do_not_echo_the_file(tmp_path: Path) -> None:
+    path = write(
+        tmp_path, "c.yaml", "backend:\n  auth:\n    keys:\n      - secret: TOPSECRETVALUE: [\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        load_app_config(path, env={})
+    assert "TOPSECRETVALUE" not in str(info.value)
+    assert "line 4" in str(info.value)

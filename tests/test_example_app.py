@@ -163,6 +163,17 @@ def test_development_static_token_is_restricted_to_the_catalog() -> None:
         == "This token's access is restricted to plugin(s) 'catalog'"
     )
     assert client.post("/api/search/index", headers=STATIC).status_code == 403
+    # restricted to action "read": creating an entity is refused by the permission check
+    created = client.post(
+        "/api/catalog/entities",
+        headers=STATIC,
+        json={"kind": "Component", "metadata": {"name": "x"}},
+    )
+    assert created.status_code == 403
+    assert created.get_json()["error"] == {
+        "name": "NotAllowedError",
+        "message": "Permission denied: catalog.entity.create",
+    }
 
 
 def test_production_config_drops_the_development_token(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1381,3 +1381,14 @@ def test_hostile_tokens_reach_a_jwks_entry_without_500(
     for header in ("Bearer " + "a" * 40 * 1024, "Bearer é.é.é", "Bearer a.b.c", "Bearer ..."):
         assert call(app, None, header=header).status == 401
     assert key_set.fetches == 0
+
+
+@pytest.mark.parametrize(
+    "typ", ["vnd.backstage.user", "vnd.backstage.plugin", "vnd.backstage.limited-user"]
+)
+def test_jwks_never_turns_backstage_tokens_into_external_callers(
+    key_set: KeySetApp, clock: FakeClock, typ: str
+) -> None:
+    app = jwks_app(key_set.url, clock)
+    assert call(app, sign(clock, headers={"typ": typ}, aud="backstage")).status == 401
+    assert call(app, sign(clock, headers={"typ": "JWT"})).status == 200

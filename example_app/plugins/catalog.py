@@ -9,7 +9,13 @@ import typing as t
 from flask import Blueprint, jsonify, request
 from flask.typing import ResponseReturnValue
 
-from flask_backstage_auth import ConflictError, InputError, NotFoundError
+from flask_backstage_auth import (
+    ConflictError,
+    InputError,
+    NotFoundError,
+    create_permission,
+    get_credentials,
+)
 
 from ..environment import PluginEnvironment
 
@@ -47,6 +53,13 @@ SEED_ENTITIES: list[dict[str, t.Any]] = [
         "spec": {"memberOf": ["group:default/team-a"]},
     },
 ]
+
+
+#: Checked on every read; a token restricted to other actions is refused.
+ENTITY_READ = create_permission(
+    "catalog.entity.read", {"action": "read"}, resource_type="catalog-entity"
+)
+ENTITY_CREATE = create_permission("catalog.entity.create", {"action": "create"})
 
 
 class EntityStore:
@@ -123,12 +136,16 @@ def create_plugin(env: PluginEnvironment) -> Blueprint:
 
     @bp.get("/entities")
     def list_entities() -> ResponseReturnValue:
+        env.permissions.require(get_credentials(), ENTITY_READ)
         offset = _int_arg("offset", 0, 10**9)
         limit = _int_arg("limit", 500, 1000)
         return jsonify(store.list(offset, limit, request.args.get("kind")))
 
     @bp.get("/entities/by-name/<kind>/<namespace>/<name>")
     def get_entity(kind: str, namespace: str, name: str) -> ResponseReturnValue:
+        env.permissions.require(
+            get_credentials(), ENTITY_READ, resource_ref=EntityStore.ref(kind, namespace, name)
+        )
         entity = store.get(kind, namespace, name)
         if entity is None:
             raise NotFoundError(
@@ -138,6 +155,7 @@ def create_plugin(env: PluginEnvironment) -> Blueprint:
 
     @bp.post("/entities")
     def add_entity() -> ResponseReturnValue:
+        env.permissions.require(get_credentials(), ENTITY_CREATE)
         entity = _validate_entity(request.get_json(silent=True))
         return jsonify(store.add(entity)), 201
 

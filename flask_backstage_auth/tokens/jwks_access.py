@@ -111,6 +111,11 @@ def jwks_token_handler(
         kid = header.get("kid")
         if not isinstance(alg, str) or alg not in ASYMMETRIC_ALGORITHMS or "crit" in header:
             return None
+        typ = header.get("typ")
+        if isinstance(typ, str) and typ.startswith("vnd.backstage."):
+            # Backstage's own user and plugin tokens are never external callers,
+            # even when a jwks entry points at Backstage's key set.
+            return None
         if context.algorithms is not None and alg not in context.algorithms:
             return None
         if kid is not None and not isinstance(kid, str):
