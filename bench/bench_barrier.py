@@ -1,6 +1,6 @@
 """Throughput of a route behind the credentials barrier vs. the same route unprotected.
 
-Run: ``python bench/bench_barrier.py [--seconds 1.0]``. Every figure is a ratio
+Run: ``python bench/bench_barrier.py [--batches 200 --size 200]``. Every figure is a ratio
 to a baseline measured in the same run, on the same machine:
 
 * ``ratio`` per token kind: requests/s through ``BackstageAuth`` with a
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import gc
 import io
 import json
 import os
@@ -110,42 +111,53 @@ def environ_for(token: str | None) -> dict[str, t.Any]:
     return environ
 
 
-def requests_per_second(app: Flask, token: str | None, seconds: float) -> float:
-    template = environ_for(token)
-    status: list[str] = []
+class Runner:
+    """Calls an app's WSGI callable with a prepared request, in batches."""
 
-    def start_response(s: str, headers: t.Any, exc_info: t.Any = None) -> t.Any:
-        status.append(s)
+    def __init__(self, app: Flask, token: str | None) -> None:
+        self.app = app
+        self.template = environ_for(token)
+        self.status: list[str] = []
+        self.batch(1)
+        if self.status != ["200 OK"]:
+            raise SystemExit(f"{app.name}: expected 200, got {self.status}")
+
+    def _start_response(self, status: str, headers: t.Any, exc_info: t.Any = None) -> t.Any:
+        self.status.append(status)
         return None
 
-    # warm up, and check the request really succeeds
-    for _chunk in app(dict(template), start_response):
-        pass
-    if not status[-1].startswith("200"):
-        raise SystemExit(f"{app.name}: expected 200, got {status[-1]}")
-    count = 0
-    deadline = time.perf_counter() + seconds
-    start = time.perf_counter()
-    while time.perf_counter() < deadline:
-        for _ in range(200):
+    def batch(self, count: int) -> float:
+        """Seconds per request over ``count`` requests."""
+        app, template, start_response = self.app, self.template, self._start_response
+        self.status.clear()
+        start = time.perf_counter()
+        for _ in range(count):
             body = app(dict(template), start_response)
             for _chunk in body:
                 pass
             close = getattr(body, "close", None)
             if close:
                 close()
-        count += 200
-    return count / (time.perf_counter() - start)
+        return (time.perf_counter() - start) / count
 
 
-def interleaved(plain: Flask, protected: Flask, token: str, seconds: float, rounds: int) -> float:
-    """Median ratio over rounds that alternate baseline and protected runs."""
-    ratios = []
-    for _ in range(rounds):
-        base = requests_per_second(plain, None, seconds)
-        guarded = requests_per_second(protected, token, seconds)
-        ratios.append(guarded / base)
-    return statistics.median(ratios)
+def throughput_ratio(plain: Flask, protected: Flask, token: str, batches: int, size: int) -> float:
+    """Protected throughput over unprotected throughput.
+
+    The two alternate in small batches (A B A B ...) so that drift in the
+    machine's speed hits both alike; the ratio of the medians is reported.
+    """
+    base, guarded = Runner(plain, None), Runner(protected, token)
+    base_times, guarded_times = [], []
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(batches):
+            base_times.append(base.batch(size))
+            guarded_times.append(guarded.batch(size))
+    finally:
+        gc.enable()
+    return statistics.median(base_times) / statistics.median(guarded_times)
 
 
 def new_token_cost(count: int) -> float:
@@ -179,8 +191,8 @@ def new_token_cost(count: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seconds", type=float, default=0.5, help="per measurement")
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--batches", type=int, default=200, help="alternating batches")
+    parser.add_argument("--size", type=int, default=200, help="requests per batch")
     args = parser.parse_args()
 
     private = ec.generate_private_key(ec.SECP256R1())
@@ -207,7 +219,7 @@ def main() -> None:
         }
         print(f"{'token kind':40} {'ratio to unprotected':>22}   (target >= 0.90)")
         for name, token in kinds.items():
-            ratio = interleaved(plain, protected, token, args.seconds, args.rounds)
+            ratio = throughput_ratio(plain, protected, token, args.batches, args.size)
             print(f"{name:40} {ratio:22.3f}")
         print()
         cost = new_token_cost(2000)

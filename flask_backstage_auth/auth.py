@@ -46,6 +46,17 @@ class VerifiedToken:
     restrictions: RestrictionsByPlugin = None
 
 
+class VerifiedEntry:
+    """A verified token in the cache, with the credentials built from it per plugin."""
+
+    __slots__ = ("verified", "until", "credentials")
+
+    def __init__(self, verified: VerifiedToken, until: float) -> None:
+        self.verified = verified
+        self.until = until
+        self.credentials: dict[str, Credentials] = {}
+
+
 #: A first-party handler: a result for its own tokens, ``None`` for others.
 TokenHandler = t.Callable[[str], t.Optional[VerifiedToken]]
 
@@ -78,21 +89,32 @@ class TokenVerifier:
         self._clock = clock
         self._cache_size = cache_size
         self._cache_ttl = cache_ttl
-        self._cache: dict[str, tuple[VerifiedToken, float]] = {}
+        self._cache: dict[str, VerifiedEntry] = {}
         self._lock = threading.Lock()
 
     def verify(self, token: str) -> VerifiedToken:
         """The verified token, or :class:`AuthenticationError`."""
-        if self._cache_size:
-            hit = self._cache.get(token)
-            if hit is not None:
-                if self._clock() < hit[1]:
-                    return hit[0]
-                self.forget(token)
+        return self.entry(token).verified
+
+    def entry(self, token: str) -> VerifiedEntry:
+        """The cache entry of a valid token (a fresh one when not cached)."""
+        hit = self._cache.get(token)
+        now = self._clock()
+        if hit is not None:
+            if now < hit.until:
+                return hit
+            self.forget(token)
         verified = self._verify_uncached(token)
-        if self._cache_size:
-            self._remember(token, verified)
-        return verified
+        until = now + self._cache_ttl
+        if verified.expires_at is not None:
+            until = min(until, verified.expires_at)
+        entry = VerifiedEntry(verified, until)
+        if self._cache_size and until > now:
+            with self._lock:
+                if len(self._cache) >= self._cache_size:
+                    self._cache.pop(next(iter(self._cache)), None)
+                self._cache[token] = entry
+        return entry
 
     def _verify_uncached(self, token: str) -> VerifiedToken:
         if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_LENGTH:
@@ -116,18 +138,6 @@ class TokenVerifier:
             expires_at=result.expires_at,
             restrictions=restrictions,
         )
-
-    def _remember(self, token: str, verified: VerifiedToken) -> None:
-        now = self._clock()
-        until = now + self._cache_ttl
-        if verified.expires_at is not None:
-            until = min(until, verified.expires_at)
-        if until <= now:
-            return
-        with self._lock:
-            if len(self._cache) >= self._cache_size:
-                self._cache.pop(next(iter(self._cache)), None)
-            self._cache[token] = (verified, until)
 
     def forget(self, token: str) -> None:
         """Drop one token from the cache (after a revocation)."""
@@ -168,9 +178,13 @@ class AuthService:
         :raises NotAllowedError: 403, the token's access restrictions do not
             include this plugin.
         """
-        verified = self._verifier.verify(token)
+        entry = self._verifier.entry(token)
+        verified = entry.verified
         if verified.limited and not allow_limited_access:
             raise AuthenticationError("Illegal limited user token")
+        credentials = entry.credentials.get(self.plugin_id)
+        if credentials is not None:
+            return credentials
         principal = verified.principal
         if verified.restrictions is not None:
             restriction = verified.restrictions.get(self.plugin_id)
@@ -180,7 +194,9 @@ class AuthService:
             principal = replace(
                 t.cast(ServicePrincipal, principal), access_restrictions=restriction
             )
-        return Credentials(principal, expires_at=verified.expires_at, token=token)
+        credentials = Credentials(principal, expires_at=verified.expires_at, token=token)
+        entry.credentials[self.plugin_id] = credentials
+        return credentials
 
     def get_none_credentials(self) -> Credentials:
         return NONE_CREDENTIALS

@@ -15,12 +15,20 @@ from dataclasses import dataclass
 from flask import Flask, Request, current_app, request
 
 from .errors import AuthenticationError, BackstageError
+from .http_auth import check_allowed
 from .middleware import ENVIRON_CREDENTIALS_KEY
 from .paths import is_trustworthy_request_path, routing_path
-from .policies import AuthPolicy, blueprint_policies, policy_version, view_policy
+from .policies import (
+    POLICY_VERSION,
+    AuthPolicy,
+    blueprint_policies,
+    policy_version,
+    view_policy,
+)
 
 if t.TYPE_CHECKING:  # pragma: no cover
     from .extension import BackstageAuthState
+    from .http_auth import HttpAuthService
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +48,8 @@ class Route:
     policies: tuple[AuthPolicy, ...]
     #: Where the plugin is mounted, e.g. ``/api/catalog``.
     mount: str
+    #: The plugin's ``http_auth`` service.
+    http_auth: HttpAuthService
 
 
 class CredentialsBarrier:
@@ -51,9 +61,9 @@ class CredentialsBarrier:
         self._routes: dict[int, tuple[object, Route]] = {}
         self._routes_version = -1
 
-    def __call__(self) -> None:
-        state = self._state
-        if state.default_policy_disabled:
+    def check(self) -> None:
+        """The ``before_request`` hook (a bound method: Flask inspects it cheaply)."""
+        if self._state.default_policy_disabled:
             return
         req: Request = request._get_current_object()  # type: ignore[attr-defined]
         rule = req.url_rule
@@ -64,13 +74,21 @@ class CredentialsBarrier:
         ):
             return  # Flask answers with the Allow header; no view runs
         try:
-            route = self.route(current_app._get_current_object(), req)  # type: ignore[attr-defined]
+            cached = self._routes.get(id(rule)) if rule is not None else None
+            if (
+                cached is not None
+                and cached[0] is rule
+                and self._routes_version == POLICY_VERSION[0]
+            ):
+                route = cached[1]
+            else:
+                route = self.route(req)
             policy = self.policy(req, route) if route.view_allow or route.policies else None
             if policy == _UNAUTHENTICATED:
                 return
-            credentials = state.http_auth(route.plugin_id or "app").credentials(
-                req, allow=_USER_OR_SERVICE, allow_limited_access=policy == _USER_COOKIE
-            )
+            credentials = route.http_auth.extract(req, policy == _USER_COOKIE)
+            if credentials.principal.type not in _USER_OR_SERVICE:
+                check_allowed(credentials, _USER_OR_SERVICE)
         except BackstageError:
             raise
         except Exception:  # fail closed: no view runs after an unexpected error
@@ -78,19 +96,25 @@ class CredentialsBarrier:
             raise AuthenticationError("Authentication failed") from None
         req.environ[ENVIRON_CREDENTIALS_KEY] = credentials
 
-    def route(self, app: Flask, req: Request) -> Route:
+    def route(self, req: Request) -> Route:
         """The :class:`Route` of a request (cached per URL rule)."""
         rule = req.url_rule
-        version = policy_version()
-        if version != self._routes_version:
-            self._routes.clear()
-            self._routes_version = version
         if rule is not None:
             cached = self._routes.get(id(rule))
-            if cached is None or cached[0] is not rule:
-                cached = self._routes[id(rule)] = (rule, self._build_route(app, req))
-            return cached[1]
-        return self._build_route(app, req)
+            if (
+                cached is not None
+                and cached[0] is rule
+                and self._routes_version == policy_version()
+            ):
+                return cached[1]
+        app = current_app._get_current_object()  # type: ignore[attr-defined]
+        route = self._build_route(app, req)
+        if rule is not None:
+            if self._routes_version != policy_version():
+                self._routes.clear()
+                self._routes_version = policy_version()
+            self._routes[id(rule)] = (rule, route)
+        return route
 
     def _build_route(self, app: Flask, req: Request) -> Route:
         prefix = self._state.settings.plugin_prefix
@@ -116,7 +140,8 @@ class CredentialsBarrier:
             custom = (blueprint.url_prefix or "").rstrip("/") if blueprint else ""
             if custom and custom != mount:
                 mount = custom
-        return Route(plugin_id, view_allow, tuple(policies), mount)
+        http_auth = self._state.http_auth(plugin_id or "app")
+        return Route(plugin_id, view_allow, tuple(policies), mount, http_auth)
 
     def policy(self, req: Request, route: Route) -> str | None:
         """The strongest policy for this request: unauthenticated > user-cookie > none."""
@@ -137,5 +162,5 @@ class CredentialsBarrier:
             return _USER_COOKIE
         return None
 
-    def plugin_id(self, app: Flask, req: Request) -> str | None:
-        return self.route(app, req).plugin_id
+    def plugin_id(self, req: Request) -> str | None:
+        return self.route(req).plugin_id

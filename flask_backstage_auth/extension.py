@@ -188,7 +188,7 @@ class BackstageAuth:
         )
         app.extensions[EXTENSION_KEY] = state
         # First, so that no other before_request hook runs for a refused request.
-        app.before_request_funcs.setdefault(None, []).insert(0, state.barrier)
+        app.before_request_funcs.setdefault(None, []).insert(0, state.barrier.check)
 
     @staticmethod
     def state(app: Flask | None = None) -> BackstageAuthState:
@@ -252,10 +252,8 @@ def _current_plugin_id() -> str:
     names = request.blueprints
     if names:
         return names[-1]
-    state = BackstageAuth.state()
-    app = current_app._get_current_object()  # type: ignore[attr-defined]
     req = request._get_current_object()  # type: ignore[attr-defined]
-    return state.barrier.plugin_id(app, req) or "app"
+    return BackstageAuth.state().barrier.plugin_id(req) or "app"
 
 
 def get_credentials() -> Credentials:

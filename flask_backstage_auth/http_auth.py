@@ -14,6 +14,8 @@ from .errors import AuthenticationError, NotAllowedError
 
 #: The cookie that carries a limited user token for ``user-cookie`` routes.
 USER_COOKIE_NAME = "backstage-auth"
+#: Prefix of the environ keys memoising a request's credentials per plugin.
+_MEMO_PREFIX = "flask_backstage_auth.credentials:"
 #: Methods for which the cookie is read at all.
 COOKIE_METHODS = frozenset({"GET", "HEAD"})
 
@@ -44,6 +46,10 @@ class HttpAuthService:
     def __init__(self, plugin_id: str, auth: AuthService) -> None:
         self.plugin_id = plugin_id
         self.auth = auth
+        self._memo_keys = {
+            False: f"{_MEMO_PREFIX}{plugin_id}",
+            True: f"{_MEMO_PREFIX}{plugin_id}:limited",
+        }
 
     def credentials(
         self,
@@ -64,13 +70,19 @@ class HttpAuthService:
         :raises NotAllowedError: 403 ``This endpoint does not allow '<type>' credentials``.
         """
         req = request if request is not None else current_request
-        cache = _request_cache(req)
-        key = (self.plugin_id, allow_limited_access)
-        credentials = cache.get(key)
-        if credentials is None:
-            credentials = self._extract(req, allow_limited_access)
-            cache[key] = credentials
+        credentials = self.extract(req, allow_limited_access)
+        if allow is None or credentials.principal.type in allow:
+            return credentials
         return check_allowed(credentials, allow)
+
+    def extract(self, request: Request, allow_limited_access: bool = False) -> Credentials:
+        """The request's credentials without an ``allow`` check, memoised per request."""
+        environ = request.environ
+        key = self._memo_keys[allow_limited_access]
+        credentials: Credentials | None = environ.get(key)
+        if credentials is None:
+            credentials = environ[key] = self._extract(request, allow_limited_access)
+        return credentials
 
     def _extract(self, request: Request, allow_limited_access: bool) -> Credentials:
         header = request.environ.get("HTTP_AUTHORIZATION")
@@ -88,15 +100,3 @@ class HttpAuthService:
         if credentials.principal.type != "user":
             raise AuthenticationError("Refused cookie credentials for non-user principal")
         return credentials
-
-
-_CACHE_KEY = "flask_backstage_auth.credentials_cache"
-
-
-def _request_cache(request: Request) -> dict[tuple[str, bool], Credentials]:
-    """Per-request memo of extracted credentials, kept in the WSGI environ."""
-    environ = request.environ
-    cache: dict[tuple[str, bool], Credentials] | None = environ.get(_CACHE_KEY)
-    if cache is None:
-        cache = environ[_CACHE_KEY] = {}
-    return cache

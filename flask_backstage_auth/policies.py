@@ -29,16 +29,17 @@ _PARAM = re.compile(r":([A-Za-z_][A-Za-z0-9_]*)")
 _LITERAL = re.compile(r"[A-Za-z0-9._~!$&'=@+,;-]+")
 
 
-_version = [0]
+#: Bumped whenever a policy is added anywhere, so caches of policies know to refresh.
+POLICY_VERSION = [0]
 
 
 def policy_version() -> int:
     """A counter bumped whenever a policy is added anywhere (for caches)."""
-    return _version[0]
+    return POLICY_VERSION[0]
 
 
 def bump_policy_version() -> None:
-    _version[0] += 1
+    POLICY_VERSION[0] += 1
 
 
 def _validate_allow(allow: object) -> AuthPolicyAllow:

@@ -348,3 +348,18 @@ def test_production_without_keys_refuses_to_start(
     from flask_backstage_auth import BackstageAuth
 
     assert BackstageAuth.state(create_app({"TESTING": True})).token_manager.generated_key
+
+
+def test_pytest_plugin_fixtures_open_the_example(
+    client: FlaskClient,
+    backstage_service_headers: dict[str, str],
+    backstage_user_headers: dict[str, str],
+) -> None:
+    """The fixtures the pytest plugin ships, against the example app."""
+    service = client.get("/api/app/whoami", headers=backstage_service_headers)
+    assert service.get_json()["principal"] == {
+        "type": "service",
+        "subject": "external:backstage-plugin",
+    }
+    user = client.get("/api/app/whoami", headers=backstage_user_headers)
+    assert user.get_json()["principal"] == {"type": "user", "userEntityRef": "user:default/mock"}
