@@ -18,7 +18,12 @@ from .clock import Clock, system_clock
 from .config import ConfigReader, as_reader
 from .errors import AuthenticationError, ConfigError
 from .secrets import validate_secret
-from .tokens.legacy import InvalidToken, mint_legacy_token, verify_legacy_token
+from .tokens.legacy import (
+    InvalidToken,
+    LegacyTokenContext,
+    mint_legacy_token,
+    verify_in_context,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -118,8 +123,9 @@ class ServerTokenManager:
             keys = [_random.token_bytes(32)]
         self._keys = tuple(keys)
         self._clock = clock
-        self._leeway = leeway
-        self._max_lifetime_leeway = max_lifetime_leeway
+        self._context = LegacyTokenContext(
+            self._keys, "backstage-server", clock, leeway, max_lifetime_leeway
+        )
         self._lock = threading.Lock()
         self._cached: tuple[ServerToken, float] | None = None
 
@@ -188,13 +194,7 @@ class ServerTokenManager:
     def verify(self, token: object) -> dict[str, t.Any]:
         """Like :meth:`authenticate`, returning the verified claims."""
         try:
-            return verify_legacy_token(
-                token,
-                self._keys,
-                now=self._clock(),
-                leeway=self._leeway,
-                max_lifetime_leeway=self._max_lifetime_leeway,
-            )
+            return verify_in_context(token, self._context)
         except InvalidToken as exc:
             raise AuthenticationError("Invalid server token", exc) from None
         except Exception:  # fail closed, whatever went wrong; log, never show

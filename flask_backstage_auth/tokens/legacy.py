@@ -164,12 +164,17 @@ def verify_external_legacy_token(
     if not looks_like_legacy_token(token):
         return None
     try:
-        return verify_legacy_token(
-            token,
-            context.keys,
-            now=context.clock(),
-            leeway=context.leeway,
-            max_lifetime_leeway=context.max_lifetime_leeway,
-        )
+        return verify_in_context(token, context)
     except SignatureMismatch:
         return None
+
+
+def verify_in_context(token: object, context: LegacyTokenContext) -> dict[str, t.Any]:
+    """:func:`verify_legacy_token` with the keys, clock and leeways of ``context``."""
+    return verify_legacy_token(
+        token,
+        context.keys,
+        now=context.clock(),
+        leeway=context.leeway,
+        max_lifetime_leeway=context.max_lifetime_leeway,
+    )
