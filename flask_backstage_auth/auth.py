@@ -21,12 +21,15 @@ from .credentials import (
     Credentials,
     PrincipalType,
     ServicePrincipal,
+    UserPrincipal,
     is_principal,
 )
 from .credentials import Principal as Principal
 from .errors import AuthenticationError, BackstageError, NotAllowedError
 from .external_access import ExternalAccess, RestrictionsByPlugin
 from .legacy import TokenManager
+from .tokens.plugin import PluginTokenHandler
+from .tokens.user import UserTokenHandler, create_limited_user_token
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +47,11 @@ class VerifiedToken:
     limited: bool = False
     #: Plugins the token may call, with their restrictions; ``None``: any.
     restrictions: RestrictionsByPlugin = None
+    #: Plugin tokens: the plugins it is for (``aud``); ``None``: any plugin.
+    audiences: tuple[str, ...] | None = None
+    #: The token the credentials carry, when not the presented one (a plugin
+    #: token on behalf of a user carries the user's limited token).
+    credentials_token: str | None = None
 
 
 class VerifiedEntry:
@@ -66,6 +74,14 @@ class PluginRequestToken:
     """The result of :meth:`AuthService.get_plugin_request_token`."""
 
     token: str
+
+
+@dataclass(frozen=True)
+class LimitedUserToken:
+    """The result of :meth:`AuthService.get_limited_user_token`."""
+
+    token: str
+    expires_at: float
 
 
 class TokenVerifier:
@@ -150,6 +166,42 @@ class TokenVerifier:
             self._cache.clear()
 
 
+def plugin_token_handler(handler: PluginTokenHandler) -> TokenHandler:
+    """Plugin tokens as a first-party handler: service credentials ``plugin:<id>``,
+    or the user of its ``obo`` claim with the plugin as actor."""
+
+    def verify(token: str) -> VerifiedToken | None:
+        verified = handler.verify(token)
+        if verified is None:
+            return None
+        actor = ServicePrincipal(f"plugin:{verified.source_plugin_id}")
+        user = verified.on_behalf_of
+        if user is None:
+            return VerifiedToken(actor, verified.expires_at, audiences=verified.audiences)
+        return VerifiedToken(
+            UserPrincipal(user.user_entity_ref, actor=actor),
+            min(verified.expires_at, user.expires_at),
+            audiences=verified.audiences,
+            credentials_token=verified.obo_token,
+        )
+
+    return verify
+
+
+def user_token_handler(handler: UserTokenHandler) -> TokenHandler:
+    """User tokens as a first-party handler."""
+
+    def verify(token: str) -> VerifiedToken | None:
+        verified = handler.verify(token)
+        if verified is None:
+            return None
+        return VerifiedToken(
+            UserPrincipal(verified.user_entity_ref), verified.expires_at, limited=verified.limited
+        )
+
+    return verify
+
+
 class AuthService:
     """Backstage's ``AuthService`` for one plugin.
 
@@ -162,11 +214,13 @@ class AuthService:
         verifier: TokenVerifier,
         token_manager: TokenManager,
         *,
+        plugin_tokens: PluginTokenHandler | None = None,
         default_policy_disabled: bool = False,
     ) -> None:
         self.plugin_id = plugin_id
         self._verifier = verifier
         self._token_manager = token_manager
+        self._plugin_tokens = plugin_tokens
         self._default_policy_disabled = default_policy_disabled
 
     def authenticate(self, token: str, *, allow_limited_access: bool = False) -> Credentials:
@@ -185,6 +239,8 @@ class AuthService:
         credentials = entry.credentials.get(self.plugin_id)
         if credentials is not None:
             return credentials
+        if verified.audiences is not None and self.plugin_id not in verified.audiences:
+            raise AuthenticationError("Failed plugin token verification")
         principal = verified.principal
         if verified.restrictions is not None:
             restriction = verified.restrictions.get(self.plugin_id)
@@ -194,7 +250,11 @@ class AuthService:
             principal = replace(
                 t.cast(ServicePrincipal, principal), access_restrictions=restriction
             )
-        credentials = Credentials(principal, expires_at=verified.expires_at, token=token)
+        credentials = Credentials(
+            principal,
+            expires_at=verified.expires_at,
+            token=verified.credentials_token or token,
+        )
         entry.credentials[self.plugin_id] = credentials
         return credentials
 
@@ -213,21 +273,63 @@ class AuthService:
     ) -> PluginRequestToken:
         """A token for a request to ``target_plugin_id`` on behalf of a caller.
 
-        Service credentials get a service-to-service token; user credentials
-        forward the user's token; ``none`` credentials get an empty token only
-        when the default auth policy is disabled.
+        Service credentials get a plugin token (ES256, ``sub`` this plugin,
+        ``aud`` the target); user credentials get a plugin token carrying the
+        user's limited token in ``obo``; ``none`` credentials get an empty
+        token only when the default auth policy is disabled. Without a
+        plugin key source (``plugin_tokens=None``), service credentials get a
+        legacy service-to-service token and user credentials forward their
+        token, as Backstage's older builds did.
 
         :raises AuthenticationError: for any other credentials.
         """
         principal = on_behalf_of.principal
         if principal.type == "service":
-            return PluginRequestToken(self._token_manager.get_token().token)
+            if self._plugin_tokens is None:
+                return PluginRequestToken(self._token_manager.get_token().token)
+            return PluginRequestToken(
+                self._plugin_tokens.issue_token(
+                    plugin_id=self.plugin_id, target_plugin_id=target_plugin_id
+                )
+            )
         if principal.type == "user":
             if not on_behalf_of.token:
                 raise AuthenticationError("User credentials is unexpectedly missing token")
-            return PluginRequestToken(on_behalf_of.token)
+            if self._plugin_tokens is None:
+                return PluginRequestToken(on_behalf_of.token)
+            limited = self.get_limited_user_token(on_behalf_of)
+            return PluginRequestToken(
+                self._plugin_tokens.issue_token(
+                    plugin_id=self.plugin_id,
+                    target_plugin_id=target_plugin_id,
+                    obo_token=limited.token,
+                    obo_expires_at=limited.expires_at,
+                )
+            )
         if principal.type == "none" and self._default_policy_disabled:
             return PluginRequestToken("")
         raise AuthenticationError(
             f"Refused to issue service token for credential type '{principal.type}'"
         )
+
+    def get_limited_user_token(self, credentials: Credentials) -> LimitedUserToken:
+        """The limited form of a user's token (for cookies and ``obo`` claims).
+
+        :raises AuthenticationError: not user credentials, or no token.
+        """
+        if credentials.principal.type != "user":
+            raise AuthenticationError("Refused to create a limited token for a non-user principal")
+        if not credentials.token:
+            raise AuthenticationError("User credentials is unexpectedly missing token")
+        token, expires_at = create_limited_user_token(credentials.token)
+        if not expires_at and credentials.expires_at:
+            expires_at = credentials.expires_at
+        if not expires_at:
+            raise AuthenticationError("User token is missing expiration")
+        return LimitedUserToken(token, expires_at)
+
+    def list_public_service_keys(self) -> dict[str, t.Any]:
+        """``{"keys": [...]}``: the public keys that verify this app's plugin tokens."""
+        if self._plugin_tokens is None:
+            return {"keys": []}
+        return {"keys": self._plugin_tokens.key_source.list_public_keys()}

@@ -13,10 +13,17 @@ from __future__ import annotations
 
 import logging
 import typing as t
+import weakref
 
 from flask import Blueprint, Flask, current_app, has_request_context, request
 
-from .auth import AuthService, TokenHandler, TokenVerifier
+from .auth import (
+    AuthService,
+    TokenHandler,
+    TokenVerifier,
+    plugin_token_handler,
+    user_token_handler,
+)
 from .barrier import CredentialsBarrier
 from .clock import Clock, system_clock
 from .config import CONFIG_KEY, ConfigReader
@@ -27,10 +34,16 @@ from .http_auth import HttpAuthService
 from .legacy import ServerTokenManager, TokenManager, read_legacy_keys
 from .middleware import get_middleware_credentials
 from .permissions import PermissionPolicy, PermissionsService
+from .plugin_keys import key_source_from_config
 from .policies import AuthPolicy, bump_policy_version
 from .settings import Settings
 from .tokens.external import ExternalTokenHandler
+from .tokens.jwks import JwksCache
+from .tokens.key_sets import LocalKeySet
+from .tokens.keys import InMemoryPublicKeyStore, PublicKeyStore
 from .tokens.mock import verify_mock_token
+from .tokens.plugin import PluginTokenHandler
+from .tokens.user import UserTokenHandler
 
 logger = logging.getLogger(__name__)
 
@@ -90,9 +103,51 @@ class BackstageAuthState:
             leeway=settings.leeway,
             max_lifetime_leeway=settings.max_lifetime_leeway,
         )
+        document = config.as_dict()
+        backend = document.setdefault("backend", {})
+        if isinstance(backend, dict):
+            backend.setdefault("baseUrl", _DEFAULT_BASE_URL)
+        self.discovery = HostDiscovery.from_config(document)
+        app_ref = weakref.ref(app)
+
+        def local_plugins() -> t.Collection[str]:
+            # Plugins served here: the blueprints, and any plugin that asked for
+            # its auth service (it signs with this app's keys).
+            current = app_ref()
+            blueprints = current.blueprints.keys() if current is not None else ()
+            return {*blueprints, *self._auth}
+
+        self.key_source = key_source_from_config(
+            config, public_key_store=self._public_key_store, clock=clock
+        )
+        self.user_tokens = UserTokenHandler(
+            JwksCache(
+                self.discovery.get_base_url("auth") + "/.well-known/jwks.json",
+                timeout=settings.jwks_timeout,
+                cooldown=settings.jwks_cooldown,
+                clock=clock,
+            ),
+            clock=clock,
+            leeway=settings.leeway,
+        )
+        self.plugin_tokens = PluginTokenHandler(
+            self.key_source,
+            LocalKeySet(self.key_source.list_public_keys, clock=clock),
+            discovery=self.discovery,
+            local_plugins=local_plugins,
+            user_tokens=self.user_tokens,
+            clock=clock,
+            leeway=settings.leeway,
+            max_lifetime_leeway=settings.max_lifetime_leeway,
+            jwks_timeout=settings.jwks_timeout,
+            jwks_cooldown=settings.jwks_cooldown,
+        )
+        # Backstage's order: plugin tokens, user tokens, then external access.
         first_party: list[TokenHandler] = []
         if settings.accept_mock_tokens:
             first_party.append(verify_mock_token)
+        first_party.append(plugin_token_handler(self.plugin_tokens))
+        first_party.append(user_token_handler(self.user_tokens))
         self.verifier = TokenVerifier(
             first_party,
             self.external_access,
@@ -100,11 +155,6 @@ class BackstageAuthState:
             cache_size=settings.cache_size,
             cache_ttl=settings.cache_ttl,
         )
-        document = config.as_dict()
-        backend = document.setdefault("backend", {})
-        if isinstance(backend, dict):
-            backend.setdefault("baseUrl", _DEFAULT_BASE_URL)
-        self.discovery = HostDiscovery.from_config(document)
         self.permissions = PermissionsService.from_config(
             config, policy=permission_policy, token_manager=token_manager
         )
@@ -118,6 +168,13 @@ class BackstageAuthState:
                 " credentials reach every plugin"
             )
 
+    def _public_key_store(self) -> PublicKeyStore:
+        logger.warning(
+            "Plugin keys are kept in this process only: other instances cannot verify its"
+            " plugin tokens. Give BackstageAuth a database to share them."
+        )
+        return InMemoryPublicKeyStore()
+
     # -- services -------------------------------------------------------
 
     def auth(self, plugin_id: str) -> AuthService:
@@ -127,6 +184,7 @@ class BackstageAuthState:
                 plugin_id,
                 self.verifier,
                 self.token_manager,
+                plugin_tokens=self.plugin_tokens,
                 default_policy_disabled=self.default_policy_disabled,
             )
             self._auth[plugin_id] = service

@@ -303,7 +303,7 @@ def test_search_indexer_fails_clearly_when_the_catalog_rejects_it(secret: str) -
     message = response.json()["error"]["message"]
     assert message.startswith("Catalog collator:")
     assert "answered 401" in message
-    assert "Illegal token" in message
+    assert "Failed plugin token verification" in message
     assert token not in response.text
 
 

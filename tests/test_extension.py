@@ -205,40 +205,42 @@ def test_factory_pattern_keeps_apps_apart() -> None:
     assert BackstageAuth.state(one) is not BackstageAuth.state(two)
 
 
-def test_production_without_keys_starts_but_cannot_mint_legacy_tokens() -> None:
+def test_production_without_keys_starts_and_issues_plugin_tokens() -> None:
     app = Flask("prod")
     app.config["BACKSTAGE_CONFIG"] = {}
     BackstageAuth(app)
+    app.register_blueprint(plugin("catalog"))
     state = BackstageAuth.state(app)
-    with app.test_request_context("/"):
-        auth = state.auth("search")
-        with pytest.raises(ConfigError, match="Unable to generate legacy token"):
-            auth.get_plugin_request_token(
-                on_behalf_of=auth.get_own_service_credentials(), target_plugin_id="catalog"
-            )
+    with pytest.raises(ConfigError, match="Unable to generate legacy token"):
+        state.token_manager.get_token()
+    auth = state.auth("search")
+    token = auth.get_plugin_request_token(
+        on_behalf_of=auth.get_own_service_credentials(), target_plugin_id="catalog"
+    ).token
+    response = app.test_client().get("/api/catalog/things", headers=bearer_header(token))
+    assert response.get_json()["principal"] == {"type": "service", "subject": "plugin:search"}
 
 
 def test_plugin_request_tokens() -> None:
     secret = new_secret()
     app = _make_app({"backend": {"auth": {"keys": [{"secret": secret}]}}})
     BackstageAuth(app)
+    app.register_blueprint(plugin("scaffolder"))
     auth = BackstageAuth.state(app).auth("search")
     own = auth.get_own_service_credentials()
     assert own.principal.to_dict() == {"type": "service", "subject": "plugin:search"}
     token = auth.get_plugin_request_token(on_behalf_of=own, target_plugin_id="catalog").token
-    ServerTokenManager.from_config(
-        {"backend": {"auth": {"keys": [{"secret": secret}]}}}
-    ).authenticate(token)
-    response = app.test_client().get("/api/catalog/things", headers=bearer_header(token))
-    assert response.get_json()["principal"] == {
-        "type": "service",
-        "subject": "external:backstage-plugin",
-    }
-    user = MockCredentials().user()
-    assert (
-        auth.get_plugin_request_token(on_behalf_of=user, target_plugin_id="catalog").token
-        == user.token
-    )
+    client = app.test_client()
+    response = client.get("/api/catalog/things", headers=bearer_header(token))
+    assert response.get_json()["principal"] == {"type": "service", "subject": "plugin:search"}
+    # a token for the catalog is refused by another plugin
+    other = client.get("/api/scaffolder/things", headers=bearer_header(token))
+    assert other.status_code == 401
+    assert other.get_json()["error"]["message"] == "Failed plugin token verification"
+    # legacy service tokens still work
+    legacy = ServerTokenManager.from_config({"backend": {"auth": {"keys": [{"secret": secret}]}}})
+    response = client.get("/api/catalog/things", headers=bearer_header(legacy.get_token().token))
+    assert response.get_json()["principal"]["subject"] == "external:backstage-plugin"
     with pytest.raises(AuthenticationError, match="credential type 'none'"):
         auth.get_plugin_request_token(
             on_behalf_of=auth.get_none_credentials(), target_plugin_id="catalog"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import typing as t
 
 import jwt
 import requests
@@ -22,6 +23,14 @@ logger = logging.getLogger(__name__)
 ASYMMETRIC_ALGORITHMS = frozenset(
     {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
 )
+
+
+def select_key(keys: t.Sequence[jwt.PyJWK], kid: str | None, alg: str) -> jwt.PyJWK | None:
+    """The one key matching ``kid`` (when given) and ``alg``; ``None`` unless exactly one."""
+    candidates = [
+        key for key in keys if key.algorithm_name == alg and (kid is None or key.key_id == kid)
+    ]
+    return candidates[0] if len(candidates) == 1 else None
 
 
 class JwksUnavailable(Exception):
@@ -113,9 +122,4 @@ class JwksCache:
         return self._attempted_at is None or now - self._attempted_at >= self.cooldown
 
     def _select(self, kid: str | None, alg: str) -> jwt.PyJWK | None:
-        candidates = [
-            key
-            for key in self._keys or ()
-            if key.algorithm_name == alg and (kid is None or key.key_id == kid)
-        ]
-        return candidates[0] if len(candidates) == 1 else None
+        return select_key(self._keys or (), kid, alg)
