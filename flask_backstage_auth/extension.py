@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import typing as t
 import weakref
+from urllib.parse import urlsplit
 
 from flask import Blueprint, Flask, current_app, has_request_context, request
 
@@ -30,10 +31,11 @@ from .config import CONFIG_KEY, ConfigReader
 from .credentials import Credentials
 from .discovery import HostDiscovery
 from .external_access import ExternalAccess, builtin_handlers
-from .http_auth import HttpAuthService
+from .http_auth import CookieSettings, HttpAuthService
 from .legacy import ServerTokenManager, TokenManager, read_legacy_keys
 from .middleware import get_middleware_credentials
 from .permissions import PermissionPolicy, PermissionsService
+from .plugin_endpoints import PluginEndpoints
 from .plugin_keys import key_source_from_config
 from .policies import AuthPolicy, bump_policy_version
 from .settings import Settings
@@ -117,6 +119,13 @@ class BackstageAuthState:
             blueprints = current.blueprints.keys() if current is not None else ()
             return {*blueprints, *self._auth}
 
+        self.local_plugins = local_plugins
+        external = urlsplit(self.discovery.get_external_base_url("app"))
+        self.cookie = CookieSettings(
+            secure=external.scheme == "https" or external.hostname == "localhost",
+            samesite=settings.cookie_samesite,
+        )
+
         self.key_source = key_source_from_config(
             config, public_key_store=self._public_key_store, clock=clock
         )
@@ -193,7 +202,9 @@ class BackstageAuthState:
     def http_auth(self, plugin_id: str) -> HttpAuthService:
         service = self._http_auth.get(plugin_id)
         if service is None:
-            service = HttpAuthService(plugin_id, self.auth(plugin_id))
+            service = HttpAuthService(
+                plugin_id, self.auth(plugin_id), cookie=self.cookie, clock=self.clock
+            )
             self._http_auth[plugin_id] = service
         return service
 
@@ -245,8 +256,11 @@ class BackstageAuth:
             clock=self._clock,
         )
         app.extensions[EXTENSION_KEY] = state
-        # First, so that no other before_request hook runs for a refused request.
-        app.before_request_funcs.setdefault(None, []).insert(0, state.barrier.check)
+        # First, so that no other before_request hook runs for a refused request;
+        # the JWKS endpoint comes before the barrier, the cookie endpoint after.
+        endpoints = PluginEndpoints(state)
+        hooks = app.before_request_funcs.setdefault(None, [])
+        hooks[0:0] = [endpoints.before_barrier, state.barrier.check, endpoints.after_barrier]
 
     @staticmethod
     def state(app: Flask | None = None) -> BackstageAuthState:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import typing as t
+from dataclasses import dataclass
+from datetime import datetime, timezone
 
 from flask import request as current_request
-from werkzeug.wrappers import Request
+from werkzeug.wrappers import Request, Response
 
 from .auth import AuthService
 from .bearer import get_bearer_token
+from .clock import Clock, system_clock
 from .credentials import NONE_CREDENTIALS, Credentials
 from .errors import AuthenticationError, NotAllowedError
 
@@ -19,7 +22,21 @@ _MEMO_PREFIX = "flask_backstage_auth.credentials:"
 #: Methods for which the cookie is read at all.
 COOKIE_METHODS = frozenset({"GET", "HEAD"})
 
+#: A cookie with more time left than this is not reissued (Backstage: 5 min).
+COOKIE_REISSUE_THRESHOLD = 300
+
 AllowedPrincipal = t.Literal["user", "service", "none"]
+
+
+@dataclass(frozen=True)
+class IssuedCookie:
+    """The result of :meth:`HttpAuthService.issue_user_cookie`."""
+
+    expires_at: float
+
+    def to_dict(self) -> dict[str, str]:
+        """``{"expiresAt": "<ISO 8601>"}``, as Backstage answers."""
+        return {"expiresAt": _http_date(self.expires_at)}
 
 
 def check_allowed(credentials: Credentials, allow: t.Collection[str] | None) -> Credentials:
@@ -43,9 +60,18 @@ class HttpAuthService:
     <flask_backstage_auth.BackstageAuth.http_auth>`.
     """
 
-    def __init__(self, plugin_id: str, auth: AuthService) -> None:
+    def __init__(
+        self,
+        plugin_id: str,
+        auth: AuthService,
+        *,
+        cookie: CookieSettings | None = None,
+        clock: Clock = system_clock,
+    ) -> None:
         self.plugin_id = plugin_id
         self.auth = auth
+        self.cookie = cookie or CookieSettings()
+        self._clock = clock
         self._memo_keys = {
             False: f"{_MEMO_PREFIX}{plugin_id}",
             True: f"{_MEMO_PREFIX}{plugin_id}:limited",
@@ -100,3 +126,81 @@ class HttpAuthService:
         if credentials.principal.type != "user":
             raise AuthenticationError("Refused cookie credentials for non-user principal")
         return credentials
+
+    def issue_user_cookie(
+        self, response: Response, *, credentials: Credentials | None = None
+    ) -> IssuedCookie:
+        """Set the ``backstage-auth`` cookie for a user (Backstage's ``issueUserCookie``).
+
+        ``none`` credentials clear it. Without ``credentials``, the request's
+        own user credentials are used (a full token, not the cookie). An
+        existing cookie of the **same** user with more than five minutes left
+        is kept; one of another user is replaced.
+
+        :raises AuthenticationError: non-user credentials.
+        :raises NotAllowedError: the request carries service credentials.
+        """
+        now = self._clock()
+        if credentials is not None and credentials.principal.type == "none":
+            self.remove_user_cookie(response)
+            return IssuedCookie(now)
+        if credentials is not None and credentials.principal.type != "user":
+            raise AuthenticationError("Refused to issue cookie for non-user principal")
+        if credentials is None:
+            credentials = self.credentials(allow=["user"])
+        user_ref = getattr(credentials.principal, "user_entity_ref", None)
+        existing = current_request.cookies.get(USER_COOKIE_NAME)
+        if existing:
+            try:
+                current = self.auth.authenticate(existing, allow_limited_access=True)
+            except AuthenticationError:
+                current = None
+            if (
+                current is not None
+                and getattr(current.principal, "user_entity_ref", None) == user_ref
+                and current.expires_at is not None
+                and current.expires_at - now > COOKIE_REISSUE_THRESHOLD
+            ):
+                return IssuedCookie(current.expires_at)
+        limited = self.auth.get_limited_user_token(credentials)
+        response.set_cookie(
+            USER_COOKIE_NAME,
+            limited.token,
+            expires=datetime.fromtimestamp(limited.expires_at, tz=timezone.utc),
+            path=self.cookie.path,
+            domain=self.cookie.domain,
+            secure=self.cookie.secure,
+            httponly=True,
+            samesite=self.cookie.samesite,
+        )
+        return IssuedCookie(limited.expires_at)
+
+    def remove_user_cookie(self, response: Response) -> None:
+        """Clear the ``backstage-auth`` cookie."""
+        response.delete_cookie(
+            USER_COOKIE_NAME,
+            path=self.cookie.path,
+            domain=self.cookie.domain,
+            secure=self.cookie.secure,
+            httponly=True,
+            samesite=self.cookie.samesite,
+        )
+
+
+@dataclass(frozen=True)
+class CookieSettings:
+    """How the ``backstage-auth`` cookie is written.
+
+    Backstage sets ``Domain`` to the external host and ``SameSite=None`` on
+    secure origins; we write a host-only cookie with ``SameSite=Lax`` by
+    default (see the security notes).
+    """
+
+    secure: bool = False
+    samesite: str = "Lax"
+    domain: str | None = None
+    path: str = "/"
+
+
+def _http_date(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, tz=timezone.utc).isoformat().replace("+00:00", "Z")

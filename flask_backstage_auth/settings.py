@@ -32,6 +32,8 @@ DEFAULTS: dict[str, t.Any] = {
     "BACKSTAGE_AUTH_JWKS_COOLDOWN": 30,
     # Where plugins are mounted: <prefix>/<plugin id>.
     "BACKSTAGE_AUTH_PLUGIN_PREFIX": "/api",
+    # SameSite of the backstage-auth cookie: "Lax" (ours), "Strict" or "None" (Backstage's).
+    "BACKSTAGE_AUTH_COOKIE_SAMESITE": "Lax",
 }
 
 
@@ -55,6 +57,7 @@ class Settings:
     jwks_timeout: float
     jwks_cooldown: float
     plugin_prefix: str
+    cookie_samesite: str
 
     @classmethod
     def from_app(cls, app: Flask) -> Settings:
@@ -66,6 +69,9 @@ class Settings:
         accept_mock = bool(app.config["BACKSTAGE_AUTH_ACCEPT_MOCK_TOKENS"])
         if accept_mock and not app.testing:
             raise ConfigError("BACKSTAGE_AUTH_ACCEPT_MOCK_TOKENS requires TESTING to be on")
+        samesite = app.config["BACKSTAGE_AUTH_COOKIE_SAMESITE"]
+        if samesite not in ("Lax", "Strict", "None"):
+            raise ConfigError("BACKSTAGE_AUTH_COOKIE_SAMESITE must be 'Lax', 'Strict' or 'None'")
         prefix = app.config["BACKSTAGE_AUTH_PLUGIN_PREFIX"]
         if not isinstance(prefix, str) or (prefix and not prefix.startswith("/")):
             raise ConfigError("BACKSTAGE_AUTH_PLUGIN_PREFIX must be a path such as '/api'")
@@ -80,4 +86,5 @@ class Settings:
             # Below 30 s only in tests: a forged kid must not make us a fetch loop.
             jwks_cooldown=_number(app, "BACKSTAGE_AUTH_JWKS_COOLDOWN", 0 if app.testing else 30),
             plugin_prefix=prefix.rstrip("/"),
+            cookie_samesite=samesite,
         )
