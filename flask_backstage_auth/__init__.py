@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from .auth import AuthService, PluginRequestToken
+from .auth import AuthService, LimitedUserToken, PluginRequestToken
+from .auth_backend import AuthBackend, IssuedUserToken, UserTokenIssuer
 from .bearer import get_bearer_token
 from .client import TokenManagerAuth, plugin_session
 from .config import CONFIG_KEY, ConfigReader, load_app_config, merge_configs
@@ -57,7 +58,11 @@ from .tokens.external import ExternalTokenHandler, ExternalTokenResult
 
 __all__ = [
     "AllowAllPolicy",
+    "AuthBackend",
     "AuthService",
+    "IssuedUserToken",
+    "LimitedUserToken",
+    "UserTokenIssuer",
     "AuthorizeResult",
     "BackstageAuth",
     "DenyAllPolicy",

@@ -14,12 +14,14 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
+from .cli_db import db_group
 from .config import CONFIG_KEY
 from .errors import AuthenticationError, ConfigError
 from .legacy import ServerTokenManager
 from .secrets import MIN_SECRET_BYTES, generate_secret
 
 cli = AppGroup("backstage-auth", help="Backstage service-to-service auth.")
+cli.add_command(db_group)
 
 
 def _configured_token_manager() -> ServerTokenManager:

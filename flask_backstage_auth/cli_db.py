@@ -90,8 +90,12 @@ def _connection(*, begin: bool) -> t.Iterator[Connection]:
     """
     with app_engine() as engine:
         try:
-            with engine.begin() if begin else engine.connect() as connection:
-                yield connection
+            with engine.connect() as connection:
+                if begin:
+                    with connection.begin():
+                        yield connection
+                else:
+                    yield connection
         except sa.exc.SQLAlchemyError as exc:
             raise click.ClickException(describe_cli_error(exc, engine.url.password)) from exc
         except CommandError as exc:
@@ -105,6 +109,15 @@ def alembic_config(connection: Connection | None = None) -> Config:
     if connection is not None:
         config.attributes["connection"] = connection
     return config
+
+
+def upgrade_database(bind: Engine, revision: str = "heads") -> None:
+    """Apply our migrations to ``bind`` (what ``flask backstage-auth db upgrade`` does).
+
+    For apps that migrate at start-up, as Backstage's plugins do.
+    """
+    with bind.begin() as connection:
+        command.upgrade(alembic_config(connection), revision)
 
 
 def _current_revisions(connection: Connection) -> tuple[str, ...]:

@@ -16,7 +16,9 @@ import typing as t
 import weakref
 from urllib.parse import urlsplit
 
+import sqlalchemy as sa
 from flask import Blueprint, Flask, current_app, has_request_context, request
+from flask_sqlalchemy import SQLAlchemy
 
 from .auth import (
     AuthService,
@@ -39,6 +41,7 @@ from .plugin_endpoints import PluginEndpoints
 from .plugin_keys import key_source_from_config
 from .policies import AuthPolicy, bump_policy_version
 from .settings import Settings
+from .storage import Database, SqlPublicKeyStore
 from .tokens.external import ExternalTokenHandler
 from .tokens.jwks import JwksCache
 from .tokens.key_sets import LocalKeySet
@@ -65,8 +68,10 @@ class BackstageAuthState:
         permission_policy: PermissionPolicy | None,
         external_token_handlers: t.Sequence[ExternalTokenHandler[t.Any]],
         clock: Clock,
+        db: SQLAlchemy | None = None,
     ) -> None:
         self.settings = settings = Settings.from_app(app)
+        self.database = _database_for(app, db)
         self.config = config = ConfigReader(app.config.get(CONFIG_KEY) or {}, "")
         self.clock = clock
         self.default_policy_disabled = config.get_bool(
@@ -141,7 +146,9 @@ class BackstageAuthState:
         )
         self.plugin_tokens = PluginTokenHandler(
             self.key_source,
-            LocalKeySet(self.key_source.list_public_keys, clock=clock),
+            # cooldown 0: a key another instance just stored must verify at once;
+            # an unknown kid costs one store query, never more per token.
+            LocalKeySet(self.key_source.list_public_keys, cooldown=0, clock=clock),
             discovery=self.discovery,
             local_plugins=local_plugins,
             user_tokens=self.user_tokens,
@@ -178,9 +185,12 @@ class BackstageAuthState:
             )
 
     def _public_key_store(self) -> PublicKeyStore:
+        if self.database is not None:
+            return SqlPublicKeyStore(self.database)
         logger.warning(
             "Plugin keys are kept in this process only: other instances cannot verify its"
-            " plugin tokens. Give BackstageAuth a database to share them."
+            " plugin tokens. Give BackstageAuth a database (db=..., or"
+            " BACKSTAGE_AUTH_DATABASE_URI) to share them."
         )
         return InMemoryPublicKeyStore()
 
@@ -213,6 +223,18 @@ class BackstageAuthState:
         bump_policy_version()
 
 
+def _database_for(app: Flask, db: SQLAlchemy | None) -> Database | None:
+    """The app's database: ``db``, the app's Flask-SQLAlchemy, or a configured URI."""
+    if db is None:
+        db = app.extensions.get("sqlalchemy")
+    if db is not None:
+        return Database(db, app=app)
+    uri = app.config.get("BACKSTAGE_AUTH_DATABASE_URI")
+    if uri:
+        return Database(sa.create_engine(uri))
+    return None
+
+
 class BackstageAuth:
     """The Flask extension.
 
@@ -222,6 +244,10 @@ class BackstageAuth:
     :param permission_policy: the policy used when ``permission.enabled`` is true.
     :param external_token_handlers: custom ``externalAccess`` handler types.
     :param clock: the time source (epoch seconds), for tests.
+    :param db: the app's Flask-SQLAlchemy ``db`` (default: the one registered
+        on the app, else ``BACKSTAGE_AUTH_DATABASE_URI``); plugin keys are
+        published there so that every instance can verify every other's tokens.
+        Create our tables with ``flask backstage-auth db upgrade``.
     """
 
     def __init__(
@@ -232,7 +258,9 @@ class BackstageAuth:
         permission_policy: PermissionPolicy | None = None,
         external_token_handlers: t.Sequence[ExternalTokenHandler[t.Any]] = (),
         clock: Clock = system_clock,
+        db: SQLAlchemy | None = None,
     ) -> None:
+        self._db = db
         self._token_manager = token_manager
         self._permission_policy = permission_policy
         self._external_token_handlers = tuple(external_token_handlers)
@@ -254,6 +282,7 @@ class BackstageAuth:
             permission_policy=self._permission_policy,
             external_token_handlers=self._external_token_handlers,
             clock=self._clock,
+            db=self._db,
         )
         app.extensions[EXTENSION_KEY] = state
         # First, so that no other before_request hook runs for a refused request;

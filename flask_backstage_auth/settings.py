@@ -32,6 +32,8 @@ DEFAULTS: dict[str, t.Any] = {
     "BACKSTAGE_AUTH_JWKS_COOLDOWN": 30,
     # Where plugins are mounted: <prefix>/<plugin id>.
     "BACKSTAGE_AUTH_PLUGIN_PREFIX": "/api",
+    # A database for plugin keys when the app has no Flask-SQLAlchemy ``db``.
+    "BACKSTAGE_AUTH_DATABASE_URI": None,
     # SameSite of the backstage-auth cookie: "Lax" (ours), "Strict" or "None" (Backstage's).
     "BACKSTAGE_AUTH_COOKIE_SAMESITE": "Lax",
 }

@@ -167,7 +167,9 @@ def _to_epoch(value: dt.datetime) -> float:
 
 
 class SqlPublicKeyStore:
-    """A :class:`~flask_backstage_auth.tokens.keys.PublicKeyStore` in ``backstage_auth_public_keys``.
+    """A :class:`~flask_backstage_auth.tokens.keys.PublicKeyStore` in a database table.
+
+    Backstage's ``DatabaseKeyStore``, in ``backstage_auth_public_keys``.
 
     :param engine_provider: a :class:`Database`, a Flask-SQLAlchemy ``db``, an
         ``Engine``, or a callable returning the engine; it is asked for the

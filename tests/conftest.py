@@ -2,15 +2,23 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import threading
 import typing as t
+import uuid
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from flask import Flask
+from sqlalchemy.pool import NullPool
 from werkzeug.serving import BaseWSGIServer, make_server
 
 DATA = Path(__file__).parent / "data"
+
+POSTGRES_URL = os.environ.get(
+    "BACKSTAGE_AUTH_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
 
 
 def load_vectors() -> dict[str, t.Any]:
@@ -96,3 +104,40 @@ def auth_headers(token: str) -> dict[str, str]:
 def _no_app_config_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("BACKSTAGE_APP_CONFIG", raising=False)
     os.environ.pop("BACKEND_SECRET", None)
+
+
+def _reachable(url: str) -> bool:
+    parsed = sa.engine.make_url(url)
+    try:
+        socket.create_connection((parsed.host or "127.0.0.1", parsed.port or 5432), 2).close()
+    except OSError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    if not _reachable(POSTGRES_URL):
+        pytest.skip(f"PostgreSQL is not reachable at {sa.engine.make_url(POSTGRES_URL).host}")
+    return POSTGRES_URL
+
+
+@pytest.fixture
+def pg_schema(postgres_url: str) -> t.Iterator[str]:
+    """A schema of this test's own, dropped afterwards (parallel runs do not collide)."""
+    schema = f"bsa_test_{uuid.uuid4().hex[:16]}"
+    admin = sa.create_engine(postgres_url, poolclass=NullPool)
+    try:
+        with admin.begin() as connection:
+            connection.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+        yield schema
+        with admin.begin() as connection:
+            connection.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+    finally:
+        admin.dispose()
+
+
+def _pg_url_in(postgres_url: str, schema: str) -> sa.engine.URL:
+    return sa.engine.make_url(postgres_url).update_query_dict(
+        {"options": f"-csearch_path={schema}"}
+    )

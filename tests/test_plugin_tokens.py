@@ -296,3 +296,81 @@ def test_plugin_request_token_errors() -> None:
         auth.get_plugin_request_token(
             on_behalf_of=auth.get_none_credentials(), target_plugin_id="catalog"
         )
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def shared_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> t.Iterator[str]:
+    """One database for two app instances, with our migrations applied."""
+    import sqlalchemy as sa
+
+    from flask_backstage_auth.cli_db import upgrade_database
+
+    from .conftest import _pg_url_in
+
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'shared.db'}"
+    else:
+        postgres_url = request.getfixturevalue("postgres_url")
+        schema = request.getfixturevalue("pg_schema")
+        url = _pg_url_in(postgres_url, schema).render_as_string(hide_password=False)
+    engine = sa.create_engine(url)
+    try:
+        upgrade_database(engine)
+    finally:
+        engine.dispose()
+    yield url
+
+
+def test_two_instances_sharing_a_database_across_a_key_rotation(shared_database_url: str) -> None:
+    """Same plugins on two instances: each verifies the other's tokens from the shared keys."""
+    now = [1_900_000_000.0]
+
+    def instance(name: str) -> Flask:
+        app = Flask(name, static_folder=None)
+        app.config.update(BACKSTAGE_AUTH_DATABASE_URI=shared_database_url)
+        app.config["BACKSTAGE_CONFIG"] = {"backend": {"baseUrl": "http://127.0.0.1:1"}}
+        BackstageAuth(app, clock=lambda: now[0])
+        app.register_blueprint(whoami_plugin("catalog"))
+        app.register_blueprint(whoami_plugin("search"))
+        return app
+
+    one, two = instance("one"), instance("two")
+    try:
+        search_on_one = BackstageAuth.state(one).auth("search")
+        own = search_on_one.get_own_service_credentials()
+
+        def mint() -> str:
+            return search_on_one.get_plugin_request_token(
+                on_behalf_of=own, target_plugin_id="catalog"
+            ).token
+
+        def accepted_by_two(token: str) -> bool:
+            return (
+                two.test_client()
+                .get("/api/catalog/whoami", headers=bearer_header(token))
+                .status_code
+                == 200
+            )
+
+        first = mint()
+        assert accepted_by_two(first)
+        now[0] += 3590
+        before_rotation = mint()
+        now[0] += 11  # past the key's hour: the next token uses a new key
+        after_rotation = mint()
+        assert (
+            jwt.get_unverified_header(after_rotation)["kid"]
+            != jwt.get_unverified_header(before_rotation)["kid"]
+        )
+        assert accepted_by_two(after_rotation)
+        assert accepted_by_two(before_rotation)  # the old public key is still listed
+        assert not accepted_by_two(first)  # expired, whatever the keys
+        served = (
+            two.test_client().get("/api/search/.backstage/auth/v1/jwks.json").get_json()["keys"]
+        )
+        assert len(served) == 2  # both instances serve both keys
+    finally:
+        for app in (one, two):
+            database = BackstageAuth.state(app).database
+            if database is not None:
+                database().dispose()
