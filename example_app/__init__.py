@@ -5,7 +5,9 @@
 the way Backstage's new backend system does: ``BackstageAuth`` protects every
 plugin by default, and plugins open what they must with auth policies
 (``app/health`` unauthenticated, techdocs pages under ``user-cookie``, their
-stylesheets unauthenticated).
+stylesheets unauthenticated). Plugins call each other with plugin tokens whose
+keys live in ``backend.database``; the ``auth`` plugin signs users in (the
+guest provider, in development).
 """
 
 from __future__ import annotations
@@ -16,16 +18,19 @@ import typing as t
 from pathlib import Path
 
 from flask import Flask
+from flask_sqlalchemy import SQLAlchemy
 from werkzeug.exceptions import HTTPException
 
 from flask_backstage_auth import (
     CONFIG_KEY,
+    AuthBackend,
     BackstageAuth,
     BackstageError,
+    ConfigError,
     ConfigReader,
-    ServerTokenManager,
     load_app_config,
 )
+from flask_backstage_auth.cli_db import upgrade_database
 from flask_backstage_auth.clock import Clock
 
 from .environment import make_create_env
@@ -58,6 +63,24 @@ def _json_http_error(error: HTTPException) -> t.Any:
     return generic
 
 
+def _database_url(app: Flask, config: ConfigReader) -> str:
+    """``backend.database`` as a SQLAlchemy URL (Backstage's ``client``/``connection``)."""
+    database = config.get_config("backend.database")
+    client = database.get_string("client", "sqlite3")
+    connection = database.get_string("connection", "example-backend.sqlite")
+    if client in ("sqlite3", "better-sqlite3"):
+        if connection == ":memory:":
+            return "sqlite://"
+        path = Path(connection)
+        if not path.is_absolute():
+            Path(app.instance_path).mkdir(parents=True, exist_ok=True)
+            path = Path(app.instance_path) / path
+        return f"sqlite:///{path}"
+    if client == "pg":
+        return connection.replace("postgresql://", "postgresql+psycopg://", 1)
+    raise ConfigError(f"Unsupported backend.database.client '{client}'; use 'sqlite3' or 'pg'")
+
+
 def create_app(config: t.Mapping[str, t.Any] | None = None, *, clock: Clock = time.time) -> Flask:
     """Build the example backend.
 
@@ -73,13 +96,14 @@ def create_app(config: t.Mapping[str, t.Any] | None = None, *, clock: Clock = ti
         app.config.update(config)
 
     backstage = ConfigReader(app.config[CONFIG_KEY])
-    development = bool(app.debug or app.testing or app.config.get("BACKSTAGE_AUTH_DEVELOPMENT"))
-    # The search collators call other plugins with service tokens, so this
-    # backend needs backend.auth.keys in production and refuses to start without.
-    token_manager = ServerTokenManager.from_config(
-        backstage, logger=app.logger, development=development, clock=clock
-    )
-    BackstageAuth(app, token_manager=token_manager, clock=clock)
+    app.config.setdefault("SQLALCHEMY_DATABASE_URI", _database_url(app, backstage))
+    db = SQLAlchemy()
+    db.init_app(app)
+    # Plugin keys live in the database, so that instances verify each other's tokens.
+    BackstageAuth(app, db=db, clock=clock)
+    with app.app_context():
+        upgrade_database(db.engine)  # as Backstage plugins migrate at start-up
+    AuthBackend(app)  # the auth plugin: user tokens, and the guest provider in development
     create_env = make_create_env(app, backstage)
 
     docs_dir = Path(backstage.get_string("techdocs.docsDir", "docs"))

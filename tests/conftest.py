@@ -83,6 +83,7 @@ def app(secret: str) -> Flask:
                     "auth": {"keys": [{"secret": secret}]},
                 },
                 "techdocs": {"docsDir": str(Path(__file__).parents[1] / "example_app" / "docs")},
+                "auth": {"providers": {"guest": {}}},
             },
         }
     )
@@ -98,6 +99,12 @@ def token(app: Flask) -> str:
 @pytest.fixture
 def auth_headers(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture(autouse=True)
+def _own_instance_folder(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Each test's apps keep their instance files (the example's SQLite) apart."""
+    monkeypatch.setattr(Flask, "auto_find_instance_path", lambda self: str(tmp_path / "instance"))
 
 
 @pytest.fixture(autouse=True)

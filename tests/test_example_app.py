@@ -250,7 +250,7 @@ def test_search_indexer_calls_the_catalog_over_http(
 
 
 def test_search_indexer_fails_clearly_when_the_catalog_rejects_it(secret: str) -> None:
-    """The catalog lives in another deployment that does not trust our key."""
+    """The catalog lives in another deployment, with keys of its own."""
     from example_app import create_app
 
     from .conftest import free_port
@@ -259,6 +259,7 @@ def test_search_indexer_fails_clearly_when_the_catalog_rejects_it(secret: str) -
     catalog_app = create_app(
         {
             "TESTING": True,
+            "SQLALCHEMY_DATABASE_URI": "sqlite://",  # a database of its own
             "BACKSTAGE_CONFIG": {
                 "backend": {
                     "baseUrl": f"http://127.0.0.1:{catalog_port}",
@@ -270,6 +271,7 @@ def test_search_indexer_fails_clearly_when_the_catalog_rejects_it(secret: str) -
     search_app = create_app(
         {
             "TESTING": True,
+            "SQLALCHEMY_DATABASE_URI": "sqlite://",  # a database of its own
             "BACKSTAGE_CONFIG": {
                 "backend": {
                     "baseUrl": f"http://127.0.0.1:{search_port}",
@@ -334,32 +336,134 @@ def test_create_app_reads_backstage_app_config(
     )
 
 
-def test_production_without_keys_refuses_to_start(
+def test_production_without_keys_starts_on_plugin_tokens(
     tmp_path: t.Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """No shared secret: plugins still call each other with plugin tokens."""
     from example_app import create_app
-    from flask_backstage_auth import ConfigError
+    from flask_backstage_auth import BackstageAuth, ConfigError
 
     config = tmp_path / "app-config.yaml"
     config.write_text("backend:\n  baseUrl: http://127.0.0.1:7007\n", encoding="utf-8")
     monkeypatch.setenv("BACKSTAGE_APP_CONFIG", str(config))
+    app = create_app()
+    state = BackstageAuth.state(app)
     with pytest.raises(ConfigError, match="backend.auth.keys"):
-        create_app()
-    from flask_backstage_auth import BackstageAuth
-
+        state.token_manager.get_token()
+    search = state.auth("search")
+    token = search.get_plugin_request_token(
+        on_behalf_of=search.get_own_service_credentials(), target_plugin_id="catalog"
+    ).token
+    response = app.test_client().get(
+        "/api/catalog/entities", headers={"Authorization": f"Bearer {token}"}
+    )
+    assert response.status_code == 200
     assert BackstageAuth.state(create_app({"TESTING": True})).token_manager.generated_key
 
 
-def test_pytest_plugin_fixtures_open_the_example(
-    client: FlaskClient,
-    backstage_service_headers: dict[str, str],
-    backstage_user_headers: dict[str, str],
-) -> None:
-    """The fixtures the pytest plugin ships, against the example app."""
-    service = client.get("/api/app/whoami", headers=backstage_service_headers)
-    assert service.get_json()["principal"] == {
-        "type": "service",
-        "subject": "external:backstage-plugin",
+def _guest_token(client: FlaskClient) -> str:
+    response = client.post("/api/auth/guest/refresh")
+    assert response.status_code == 200
+    identity = response.get_json()["backstageIdentity"]
+    assert identity["identity"]["userEntityRef"] == "user:development/guest"
+    return t.cast(str, identity["token"])
+
+
+def test_guest_signs_in_during_development_only(tmp_path: t.Any) -> None:
+    from example_app import create_app
+
+    dev = create_app({"TESTING": True}).test_client()
+    token = _guest_token(dev)
+    me = dev.get("/api/app/whoami", headers={"Authorization": f"Bearer {token}"})
+    assert me.get_json() == {
+        "principal": {"type": "user", "userEntityRef": "user:development/guest"}
     }
-    user = client.get("/api/app/whoami", headers=backstage_user_headers)
-    assert user.get_json()["principal"] == {"type": "user", "userEntityRef": "user:default/mock"}
+    prod = create_app({"BACKSTAGE_AUTH_DEVELOPMENT": False}).test_client()
+    refused = prod.post("/api/auth/guest/refresh")
+    assert refused.status_code == 403
+    assert "outside of a development environment" in refused.get_json()["error"]["message"]
+
+
+def test_a_browser_session_reads_docs_through_the_cookie() -> None:
+    from example_app import create_app
+
+    client = create_app({"TESTING": True}).test_client()
+    token = _guest_token(client)
+    assert client.get("/api/techdocs/static/docs/index.html").status_code == 401
+    issued = client.get(
+        "/api/techdocs/.backstage/auth/v1/cookie", headers={"Authorization": f"Bearer {token}"}
+    )
+    assert issued.status_code == 200
+    assert issued.get_json()["expiresAt"].endswith("Z")
+    assert "backstage-auth=" in issued.headers["Set-Cookie"]
+    assert "HttpOnly" in issued.headers["Set-Cookie"]
+    with client.get("/api/techdocs/static/docs/getting-started/index.html") as page:
+        assert page.status_code == 200 and b"Getting started" in page.data
+    # the cookie is for reading docs, not for the API
+    assert client.get("/api/catalog/entities").status_code == 401
+    assert client.delete("/api/techdocs/.backstage/auth/v1/cookie").status_code == 401
+    signed_out = client.delete(
+        "/api/techdocs/.backstage/auth/v1/cookie", headers={"Authorization": f"Bearer {token}"}
+    )
+    assert signed_out.status_code == 204
+    assert client.get("/api/techdocs/static/docs/index.html").status_code == 401
+
+
+def test_search_calls_the_catalog_on_behalf_of_the_user(
+    app: Flask, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    client = app.test_client()
+    token = _guest_token(client)
+    with _serve(app) as server:
+        import requests
+
+        with caplog.at_level(logging.INFO, logger="example_app.catalog"):
+            rebuilt = requests.post(
+                f"{server.url}/api/search/index",
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=10,
+            )
+    assert rebuilt.status_code == 200, rebuilt.text
+    callers = [r.getMessage() for r in caplog.records if r.name == "example_app.catalog"]
+    assert callers == [
+        "Entities listed by backstageCredentials{userPrincipal{user:development/guest,"
+        "actor=servicePrincipal{plugin:search}}}"
+    ]
+
+
+def test_two_example_instances_share_keys_across_a_rotation(tmp_path: t.Any) -> None:
+    from example_app import create_app
+    from flask_backstage_auth import BackstageAuth
+
+    now = [1_900_000_000.0]
+    database = {
+        "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'shared.sqlite'}",
+        "TESTING": True,
+    }
+    one = create_app(database, clock=lambda: now[0])
+    two = create_app(database, clock=lambda: now[0])
+    search = BackstageAuth.state(one).auth("search")
+
+    def token() -> str:
+        return search.get_plugin_request_token(
+            on_behalf_of=search.get_own_service_credentials(), target_plugin_id="catalog"
+        ).token
+
+    def opens_two(value: str) -> bool:
+        reply = two.test_client().get(
+            "/api/catalog/entities", headers={"Authorization": f"Bearer {value}"}
+        )
+        return reply.status_code == 200
+
+    before = token()
+    assert opens_two(before)
+    now[0] += 3601  # the first key's hour is over: a new key signs
+    after = token()
+    assert opens_two(after)
+    now[0] += 1800
+    assert opens_two(token())
+    for app in (one, two):
+        with app.app_context():
+            app.extensions["sqlalchemy"].engine.dispose()

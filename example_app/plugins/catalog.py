@@ -136,7 +136,9 @@ def create_plugin(env: PluginEnvironment) -> Blueprint:
 
     @bp.get("/entities")
     def list_entities() -> ResponseReturnValue:
-        env.permissions.require(get_credentials(), ENTITY_READ)
+        credentials = get_credentials()
+        env.permissions.require(credentials, ENTITY_READ)
+        env.logger.info("Entities listed by %s", credentials)
         offset = _int_arg("offset", 0, 10**9)
         limit = _int_arg("limit", 500, 1000)
         return jsonify(store.list(offset, limit, request.args.get("kind")))

@@ -16,7 +16,13 @@ import requests
 from flask import Blueprint, jsonify, request
 from flask.typing import ResponseReturnValue
 
-from flask_backstage_auth import AuthService, BackstageError, HostDiscovery, plugin_session
+from flask_backstage_auth import (
+    AuthService,
+    BackstageError,
+    HostDiscovery,
+    get_credentials,
+    plugin_session,
+)
 
 from ..environment import PluginEnvironment
 
@@ -68,7 +74,11 @@ class CatalogCollator:
         timeout: float = 10,
     ) -> None:
         self.discovery = discovery
-        self.session = plugin_session(auth=auth, target_plugin_id="catalog")
+        # On behalf of whoever asked for the rebuild: the catalog sees that
+        # user (or service), with ``plugin:search`` as the actor.
+        self.session = plugin_session(
+            auth=auth, target_plugin_id="catalog", on_behalf_of=get_credentials
+        )
         self.batch_size = batch_size
         self.timeout = timeout
 
