@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+
 from flask_backstage_auth import ConfigReader
 
 from . import create_app
 
 
 def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     app = create_app({"BACKSTAGE_AUTH_DEVELOPMENT": True})
     listen = ConfigReader(app.config["BACKSTAGE_CONFIG"]).get_config("backend.listen")
     host = listen.get_string("host", "127.0.0.1")
