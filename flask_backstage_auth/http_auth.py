@@ -122,9 +122,23 @@ class HttpAuthService:
         cookie = request.cookies.get(USER_COOKIE_NAME)
         if not cookie:
             return NONE_CREDENTIALS
-        credentials = self.auth.authenticate(cookie, allow_limited_access=True)
-        if credentials.principal.type != "user":
+        credentials = self._cookie_user(cookie)
+        if credentials is None:
             raise AuthenticationError("Refused cookie credentials for non-user principal")
+        return credentials
+
+    def _cookie_user(self, cookie: str) -> Credentials | None:
+        """The user a cookie holds; ``None`` for any token that is not a user's own.
+
+        :raises AuthenticationError: an invalid token.
+        """
+        try:
+            credentials = self.auth.authenticate(cookie, allow_limited_access=True)
+        except NotAllowedError:  # a restricted service token: not a user's
+            return None
+        principal = credentials.principal
+        if principal.type != "user" or getattr(principal, "actor", None) is not None:
+            return None
         return credentials
 
     def issue_user_cookie(
@@ -152,7 +166,7 @@ class HttpAuthService:
         existing = current_request.cookies.get(USER_COOKIE_NAME)
         if existing:
             try:
-                current = self.auth.authenticate(existing, allow_limited_access=True)
+                current = self._cookie_user(existing)
             except AuthenticationError:
                 current = None
             if (
@@ -203,4 +217,6 @@ class CookieSettings:
 
 
 def _http_date(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+    # As JavaScript's toISOString(): milliseconds, "Z".
+    moment = datetime.fromtimestamp(epoch, tz=timezone.utc)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
