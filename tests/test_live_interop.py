@@ -90,3 +90,28 @@ def test_plugin_token_accepted_by_the_new_backend() -> None:
         result = node("verify-external.js", token, json.dumps(config))
     assert result.returncode == 0, result.stdout + result.stderr
     assert '"subject":"plugin:search"' in result.stdout
+
+
+def test_user_token_accepted_by_the_new_backend() -> None:
+    """A user token from our AuthBackend, checked by Backstage against our auth JWKS."""
+    from flask_backstage_auth import AuthBackend
+
+    server = LiveServer(None)
+    app = Flask("py-auth")
+    app.config["BACKSTAGE_CONFIG"] = {"backend": {"baseUrl": server.url}}
+    BackstageAuth(app)
+    AuthBackend(app)
+    server.server.app = app
+    token = (
+        AuthBackend.state(app).issuer.issue_token("user:default/jane", ["user:default/jane"]).token
+    )
+    config: dict[str, t.Any] = {
+        "backend": {},
+        "discovery": {
+            "endpoints": [{"target": f"{server.url}/api/{{{{pluginId}}}}", "plugins": ["auth"]}]
+        },
+    }
+    with server:
+        result = node("verify-external.js", token, json.dumps(config))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert '"userEntityRef":"user:default/jane"' in result.stdout
