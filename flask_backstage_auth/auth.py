@@ -52,6 +52,10 @@ class VerifiedToken:
     #: The token the credentials carry, when not the presented one (a plugin
     #: token on behalf of a user carries the user's limited token).
     credentials_token: str | None = None
+    #: The longest this verification may be reused (revocable tokens set it).
+    cache_for: float | None = None
+    #: An id by which the verification can be dropped from the cache.
+    revocation_id: str | None = None
 
 
 class VerifiedEntry:
@@ -102,6 +106,8 @@ class TokenVerifier:
     ) -> None:
         self.handlers = tuple(handlers)
         self.external_access = external_access
+        #: Handlers tried after ``externalAccess`` (the access-token store).
+        self.late_handlers: list[TokenHandler] = []
         self._clock = clock
         self._cache_size = cache_size
         self._cache_ttl = cache_ttl
@@ -124,6 +130,8 @@ class TokenVerifier:
         until = now + self._cache_ttl
         if verified.expires_at is not None:
             until = min(until, verified.expires_at)
+        if verified.cache_for is not None:
+            until = min(until, now + verified.cache_for)
         entry = VerifiedEntry(verified, until)
         if self._cache_size and until > now:
             with self._lock:
@@ -141,6 +149,11 @@ class TokenVerifier:
                 if verified is not None:
                     return verified
             external = self.external_access.verify(token)
+            if external is None:
+                for handler in self.late_handlers:
+                    verified = handler(token)
+                    if verified is not None:
+                        return verified
         except BackstageError:
             raise
         except Exception as exc:  # a handler bug must never open a route
@@ -154,6 +167,17 @@ class TokenVerifier:
             expires_at=result.expires_at,
             restrictions=restrictions,
         )
+
+    def forget_revocation_id(self, revocation_id: str) -> None:
+        """Drop every cached verification of a revoked or rotated token."""
+        with self._lock:
+            stale = [
+                token
+                for token, entry in self._cache.items()
+                if entry.verified.revocation_id == revocation_id
+            ]
+            for token in stale:
+                self._cache.pop(token, None)
 
     def forget(self, token: str) -> None:
         """Drop one token from the cache (after a revocation)."""
@@ -248,7 +272,8 @@ class AuthService:
                 plugins = ", ".join(f"'{p}'" for p in verified.restrictions)
                 raise NotAllowedError(f"This token's access is restricted to plugin(s) {plugins}")
             principal = replace(
-                t.cast(ServicePrincipal, principal), access_restrictions=restriction
+                t.cast(t.Union[ServicePrincipal, UserPrincipal], principal),
+                access_restrictions=restriction,
             )
         credentials = Credentials(
             principal,

@@ -60,12 +60,17 @@ class UserPrincipal:
 
     user_entity_ref: str
     actor: ServicePrincipal | None = None
+    #: Set for a user acting through a scoped personal access token (our
+    #: extension: Backstage restricts service principals only).
+    access_restrictions: AccessRestrictions | None = None
     type: t.ClassVar[str] = "user"
 
     def to_dict(self) -> dict[str, t.Any]:
         data: dict[str, t.Any] = {"type": "user", "userEntityRef": self.user_entity_ref}
         if self.actor is not None:
             data["actor"] = self.actor.to_dict()
+        if self.access_restrictions is not None:
+            data["accessRestrictions"] = self.access_restrictions.to_dict()
         return data
 
     def __str__(self) -> str:

@@ -13,7 +13,13 @@ import typing as t
 from dataclasses import dataclass, field
 
 from .config import ConfigReader, as_reader
-from .credentials import PERMISSION_ACTIONS, Credentials, Principal, ServicePrincipal
+from .credentials import (
+    PERMISSION_ACTIONS,
+    Credentials,
+    Principal,
+    ServicePrincipal,
+    UserPrincipal,
+)
 from .errors import ConfigError, NotAllowedError
 
 #: What a permission does to its resource.
@@ -138,7 +144,7 @@ def is_restricted_out(principal: Principal, permission: Permission) -> bool:
     name; listed ``actions`` must contain the permission's action (a permission
     without an action is then refused). Unrestricted principals pass.
     """
-    if not isinstance(principal, ServicePrincipal):
+    if not isinstance(principal, (ServicePrincipal, UserPrincipal, UserPrincipal)):
         return False
     restrictions = principal.access_restrictions
     if restrictions is None:

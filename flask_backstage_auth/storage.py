@@ -58,6 +58,63 @@ public_keys_table = sa.Table(
     sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False, index=True),
 )
 
+#: Long-lived access tokens (service and personal); only their digest is stored.
+access_tokens_table = sa.Table(
+    "backstage_auth_access_tokens",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("name", sa.String(100), nullable=False),
+    sa.Column("description", sa.Text, nullable=False),
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("token_prefix", sa.String(16), nullable=False, index=True),
+    # The owning group (service tokens) or user (personal tokens).
+    sa.Column("owner_ref", sa.String(255), nullable=False, index=True),
+    # The scopes, as a JSON list.
+    sa.Column("scopes", sa.Text, nullable=False),
+    sa.Column("created_by", sa.String(255), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False, index=True),
+    sa.Column("last_used_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("last_used_ip", sa.String(64), nullable=True),
+    sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True, index=True),
+    sa.Column("revoked_by", sa.String(255), nullable=True),
+    sa.Column("revoke_reason", sa.Text, nullable=True),
+    # After a rotation, the old secret's digest works until previous_expires_at.
+    sa.Column("previous_token_hash", sa.String(64), nullable=True, index=True),
+    sa.Column("previous_expires_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("rotated_at", sa.DateTime(timezone=True), nullable=True),
+    # A name is unique among the owner's tokens that are not revoked.
+    sa.Index(
+        "uq_backstage_auth_access_tokens_active_name",
+        "kind",
+        "owner_ref",
+        "name",
+        unique=True,
+        sqlite_where=sa.text("revoked_at IS NULL"),
+        postgresql_where=sa.text("revoked_at IS NULL"),
+    ),
+)
+
+#: The audit trail of access tokens; never holds a secret.
+access_token_events_table = sa.Table(
+    "backstage_auth_access_token_events",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column(
+        "token_id",
+        sa.String(36),
+        sa.ForeignKey("backstage_auth_access_tokens.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    sa.Column("event", sa.String(50), nullable=False),
+    sa.Column("actor", sa.String(255), nullable=True),
+    # Event details, as a JSON object.
+    sa.Column("metadata", sa.Text, nullable=True),
+    sa.Column("occurred_at", sa.DateTime(timezone=True), nullable=False, index=True),
+)
+
 #: The Alembic branch label of our revisions.
 BRANCH_LABEL = "backstage_auth"
 #: The Alembic version table when our migrations run on their own (``flask

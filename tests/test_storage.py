@@ -58,7 +58,7 @@ PASSWORD = "pw-7c1d9e0f-not-for-errors"
 CLOSED_URL = f"postgresql+psycopg://postgres:{PASSWORD}@127.0.0.1:1/test"
 TABLE = public_keys_table.name
 INDEX = "ix_backstage_auth_public_keys_expires_at"
-HEAD = "backstage_auth_0001"
+HEAD = "backstage_auth_0002"
 
 EngineFactory = t.Callable[[], Engine]
 
@@ -411,9 +411,12 @@ def test_migrations_are_shipped() -> None:
     assert (root / "versions" / "0001_public_keys.py").is_file()
     scripts = ScriptDirectory.from_config(alembic_config())
     assert scripts.get_heads() == [HEAD]
-    base = scripts.get_revision(HEAD)
-    assert base is not None
+    # one linear branch, starting at our base
+    revisions = list(scripts.iterate_revisions(HEAD, "base"))
+    base = revisions[-1]
+    assert base.revision == "backstage_auth_0001"
     assert base.down_revision is None and base.branch_labels == {BRANCH_LABEL}
+    assert all(r.down_revision == n.revision for r, n in zip(revisions, revisions[1:]))
     for revision in scripts.walk_revisions():
         assert revision.revision.startswith("backstage_auth_")
 

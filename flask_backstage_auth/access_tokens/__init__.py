@@ -1,0 +1,6 @@
+"""Long-lived access tokens: service tokens for scripts and CI, personal tokens for people.
+
+``AccessTokens(app)`` mounts the ``access-tokens`` plugin (``/api/access-tokens``)
+and makes its tokens authenticate on every plugin of the app, as access
+restricted to their scopes.
+"""

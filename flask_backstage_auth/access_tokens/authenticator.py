@@ -1,0 +1,135 @@
+"""Access tokens as a token handler of the auth service.
+
+Runs after ``externalAccess``. A string with our prefix but a bad checksum is
+refused without touching the database; otherwise one indexed query by digest.
+Service tokens become ``access-token:<group>:<name>`` service principals,
+personal tokens the user they belong to, both restricted to their scopes. A
+verification is cached at most ``revocation_check`` seconds, which bounds how
+long a token revoked on another instance may still pass; the revoking
+instance drops it at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import typing as t
+
+from flask import has_request_context, request
+
+from ..auth import VerifiedToken
+from ..clock import Clock
+from ..credentials import ServicePrincipal, UserPrincipal
+from ..errors import AuthenticationError
+from .format import DISPLAY_PREFIX_LENGTH, hash_token, looks_like_access_token, parse
+from .scopes import ScopeCatalogue
+from .store import SqlAccessTokenStore, TokenRecord
+
+logger = logging.getLogger(__name__)
+
+
+def service_subject(record: TokenRecord) -> str:
+    return f"access-token:{record.owner_ref}:{record.name}"
+
+
+class AccessTokenAuthenticator:
+    """Verifies raw access tokens against the store."""
+
+    def __init__(
+        self,
+        store: SqlAccessTokenStore,
+        catalogue: ScopeCatalogue,
+        *,
+        clock: Clock,
+        revocation_check: float = 5,
+        last_used_interval: float = 300,
+    ) -> None:
+        self.store = store
+        self.catalogue = catalogue
+        self._clock = clock
+        self.revocation_check = revocation_check
+        self.last_used_interval = last_used_interval
+        self._lock = threading.Lock()
+        # token id -> when we last wrote last_used_at / a failed-use event
+        self._last_written: dict[str, float] = {}
+        self._last_failure: dict[str, float] = {}
+
+    def __call__(self, token: str) -> VerifiedToken | None:
+        if not looks_like_access_token(token):
+            return None
+        if parse(token) is None:  # mistyped or invented: no database query
+            raise AuthenticationError("Invalid access token")
+        now = self._clock()
+        match, prefix_match = self.store.find_by_digest(
+            hash_token(token), token[:DISPLAY_PREFIX_LENGTH]
+        )
+        if match is None:
+            if prefix_match is not None:
+                self._failed_use(prefix_match, "unknown secret", now)
+            raise AuthenticationError("Invalid access token")
+        record = match.record
+        if not record.is_usable(now):
+            self._failed_use(record, record.status(now), now)
+            raise AuthenticationError(f"Access token is {record.status(now)}")
+        if match.previous_secret:
+            grace = record.previous_expires_at
+            if grace is None or grace <= now:
+                self._failed_use(record, "rotated secret", now)
+                raise AuthenticationError("Access token was rotated")
+            self._once(record, "old_secret_used", now)
+        self._record_use(record, now)
+        restrictions = self.catalogue.restrictions(record.scopes)
+        principal: ServicePrincipal | UserPrincipal
+        if record.kind == "personal":
+            principal = UserPrincipal(record.owner_ref)
+        else:
+            principal = ServicePrincipal(service_subject(record))
+        expires_at = record.expires_at
+        if match.previous_secret and record.previous_expires_at is not None:
+            expires_at = min(expires_at, record.previous_expires_at)
+        return VerifiedToken(
+            principal,
+            expires_at=expires_at,
+            restrictions=restrictions,
+            cache_for=self.revocation_check,
+            revocation_id=record.id,
+        )
+
+    def _client_ip(self) -> str | None:
+        return request.remote_addr if has_request_context() else None
+
+    def _record_use(self, record: TokenRecord, now: float) -> None:
+        with self._lock:
+            last = self._last_written.get(record.id)
+            if last is not None and now - last < self.last_used_interval:
+                return
+            self._last_written[record.id] = now
+        try:
+            self.store.record_use(record.id, now=now, ip=self._client_ip())
+        except Exception:  # bookkeeping never blocks a valid request
+            logger.warning("Could not record the use of access token %s", record.id)
+
+    def _once(self, record: TokenRecord, event: str, now: float) -> None:
+        key = f"{record.id}:{event}:{record.rotated_at}"
+        with self._lock:
+            if key in self._last_failure:
+                return
+            self._last_failure[key] = now
+        self._write_event(record, event, {"ip": self._client_ip()}, now)
+
+    def _failed_use(self, record: TokenRecord, reason: str, now: float) -> None:
+        # At most one failed-use event per token per interval: no write amplification.
+        with self._lock:
+            last = self._last_failure.get(record.id)
+            if last is not None and now - last < self.last_used_interval:
+                return
+            self._last_failure[record.id] = now
+        self._write_event(record, "failed_use", {"reason": reason, "ip": self._client_ip()}, now)
+
+    def _write_event(
+        self, record: TokenRecord, event: str, metadata: dict[str, t.Any], now: float
+    ) -> None:
+        try:
+            self.store.add_event(record.id, event, actor=None, metadata=metadata, now=now)
+        except Exception:
+            logger.warning("Could not write the %s event of access token %s", event, record.id)
