@@ -30,10 +30,12 @@ from flask_backstage_auth import (
     ConfigReader,
     load_app_config,
 )
+from flask_backstage_auth.access_tokens.extension import AccessTokens
 from flask_backstage_auth.cli_db import upgrade_database
 from flask_backstage_auth.clock import Clock
 
 from .environment import make_create_env
+from .permission_policy import ExamplePolicy
 from .plugins import app as app_plugin
 from .plugins import catalog, search, techdocs
 
@@ -99,11 +101,16 @@ def create_app(config: t.Mapping[str, t.Any] | None = None, *, clock: Clock = ti
     app.config.setdefault("SQLALCHEMY_DATABASE_URI", _database_url(app, backstage))
     db = SQLAlchemy()
     db.init_app(app)
-    # Plugin keys live in the database, so that instances verify each other's tokens.
-    BackstageAuth(app, db=db, clock=clock)
+    development = bool(app.debug or app.testing or app.config.get("BACKSTAGE_AUTH_DEVELOPMENT"))
+    policy = ExamplePolicy(
+        backstage.get("accessTokens.admins", []) or [], development=development
+    )
+    # Plugin keys and access tokens live in the database, shared by every instance.
+    BackstageAuth(app, db=db, clock=clock, permission_policy=policy)
     with app.app_context():
         upgrade_database(db.engine)  # as Backstage plugins migrate at start-up
     AuthBackend(app)  # the auth plugin: user tokens, and the guest provider in development
+    AccessTokens(app)  # /api/access-tokens: long-lived scoped tokens
     create_env = make_create_env(app, backstage)
 
     docs_dir = Path(backstage.get_string("techdocs.docsDir", "docs"))

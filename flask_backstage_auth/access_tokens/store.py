@@ -9,6 +9,7 @@ SQLite database, for tests.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import typing as t
 import uuid
@@ -37,6 +38,15 @@ EVENTS = access_token_events_table
 Status = t.Literal["active", "expiring", "expired", "revoked"]
 #: A token is "expiring" in its last 30 days (it is still active).
 EXPIRING_WINDOW = 30 * 86400
+
+
+_SEQUENCE = itertools.count()
+
+
+def _event_id(now: float) -> str:
+    """Ids that sort in the order events were written (time, then a counter)."""
+    sequence = next(_SEQUENCE) % 16**8
+    return f"{int(now * 1_000_000):016x}{sequence:08x}{uuid.uuid4().hex[:12]}"
 
 
 def _aware(value: dt.datetime | None) -> dt.datetime | None:
@@ -169,7 +179,7 @@ class SqlAccessTokenStore:
     ) -> None:
         connection.execute(
             EVENTS.insert().values(
-                id=str(uuid.uuid4()),
+                id=_event_id(now),
                 token_id=token_id,
                 event=event,
                 actor=actor,
@@ -480,7 +490,7 @@ class SqlAccessTokenStore:
             rows = connection.execute(
                 sa.select(EVENTS)
                 .where(EVENTS.c.token_id == token_id)
-                .order_by(EVENTS.c.occurred_at.desc(), EVENTS.c.id)
+                .order_by(EVENTS.c.occurred_at.desc(), EVENTS.c.id.desc())
                 .limit(limit)
             ).all()
         return [_event(row) for row in rows]
