@@ -311,8 +311,12 @@ class AuthBackendState:
         # costs nothing, so a fresh key is never refused during a cooldown.
         cooldown: float = 1
         if key_source is None:
+            # A key signs for as long as a token lives (at least an hour) and stays
+            # listed three times that: every token it signed expires before it goes.
             key_source = RotatingKeySource(
-                InMemoryPublicKeyStore(), key_duration=DEFAULT_KEY_DURATION, clock=auth_state.clock
+                InMemoryPublicKeyStore(),
+                key_duration=max(DEFAULT_KEY_DURATION, expiration),
+                clock=auth_state.clock,
             )
             cooldown = 0
         self.issuer = UserTokenIssuer(

@@ -586,13 +586,14 @@ def test_rotated_keys_are_picked_up_at_once() -> None:
     app = make_app(config, clock=clock)
     client = app.test_client()
     first = guest_token(app)
-    clock.now = START + 3700  # the key rotates after an hour
-    assert principal(client, first)["userEntityRef"] == GUEST  # keys reloaded now
-    second = guest_token(app)  # signed with a new key at the same instant
+    clock.now = START + 7100
+    assert principal(client, first)["userEntityRef"] == GUEST  # keys loaded now
+    clock.now = START + 7300  # the key rotates once a token lifetime (here 2 h) is over
+    second = guest_token(app)  # signed with a new key
     first_kid = jwt.get_unverified_header(first)["kid"]
     second_kid = jwt.get_unverified_header(second)["kid"]
     assert first_kid != second_kid
-    assert principal(client, second)["userEntityRef"] == GUEST
+    assert principal(client, second)["userEntityRef"] == GUEST  # the new key, at once
     kids = {key["kid"] for key in client.get(JWKS).get_json()["keys"]}
     assert kids == {first_kid, second_kid}
 

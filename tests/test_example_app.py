@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import typing as t
 
 import pytest
@@ -465,5 +466,69 @@ def test_two_example_instances_share_keys_across_a_rotation(tmp_path: t.Any) -> 
     now[0] += 1800
     assert opens_two(token())
     for app in (one, two):
+        with app.app_context():
+            app.extensions["sqlalchemy"].engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def example_database(request: pytest.FixtureRequest, tmp_path: t.Any) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'walkthrough.sqlite'}"
+    from .conftest import _pg_url_in
+
+    url = _pg_url_in(request.getfixturevalue("postgres_url"), request.getfixturevalue("pg_schema"))
+    return t.cast(str, url.render_as_string(hide_password=False))
+
+
+def test_access_token_walkthrough(example_database: str) -> None:
+    """The README's walk-through: create a catalog:read token, use it, revoke it."""
+    from example_app import create_app
+
+    app = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": example_database})
+    try:
+        client = app.test_client()
+        admin = {"Authorization": f"Bearer {_guest_token(client)}"}
+        created = client.post(
+            "/api/access-tokens/service/",
+            headers=admin,
+            json={
+                "name": "catalog-reader",
+                "description": "reads the catalog for CI",
+                "groupEntityRef": "group:default/team-a",
+                "scopes": ["catalog:read"],
+                "expiresInDays": 30,
+            },
+        )
+        assert created.status_code == 201, created.get_data(as_text=True)
+        raw = created.get_json()["rawToken"]
+        token_id = created.get_json()["token"]["id"]
+        assert raw.startswith("bsat_")
+        as_token = {"Authorization": f"Bearer {raw}"}
+        assert client.get("/api/catalog/entities", headers=as_token).status_code == 200
+        refused = client.post("/api/search/index", headers=as_token)
+        assert refused.status_code == 403
+        assert "restricted to plugin(s) 'catalog'" in refused.get_json()["error"]["message"]
+        write = client.post(
+            "/api/catalog/entities",
+            headers=as_token,
+            json={"kind": "Component", "metadata": {"name": "x"}},
+        )
+        assert write.status_code == 403
+        listed = client.get("/api/access-tokens/service/?status=active", headers=admin).get_json()
+        assert [t["name"] for t in listed["tokens"]] == ["catalog-reader"]
+        assert raw not in json.dumps(listed)
+        revoked = client.delete(
+            f"/api/access-tokens/service/{token_id}", headers=admin, json={"reason": "demo"}
+        )
+        assert revoked.status_code == 204
+        for method, path in (
+            ("GET", "/api/catalog/entities"),
+            ("POST", "/api/search/index"),
+            ("GET", "/api/app/whoami"),
+        ):
+            response = client.open(path, method=method, headers=as_token)
+            assert response.status_code == 401, path
+        # the token itself may not manage tokens, and a plain user is no admin
+    finally:
         with app.app_context():
             app.extensions["sqlalchemy"].engine.dispose()

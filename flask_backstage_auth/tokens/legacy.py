@@ -39,11 +39,11 @@ class SignatureMismatch(InvalidToken):
     """The token is well formed but no key produced its signature."""
 
 
-def is_compact_jws(token: object) -> bool:
+def is_compact_jws(token: object, max_length: int = MAX_TOKEN_LENGTH) -> bool:
     """A string that is three non-empty base64url segments, within size."""
     return (
         isinstance(token, str)
-        and len(token) <= MAX_TOKEN_LENGTH
+        and len(token) <= max_length
         and _COMPACT_JWS.fullmatch(token) is not None
     )
 

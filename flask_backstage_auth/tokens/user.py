@@ -27,6 +27,8 @@ logger = logging.getLogger(__name__)
 USER_TYP = "vnd.backstage.user"
 LIMITED_USER_TYP = "vnd.backstage.limited-user"
 USER_AUDIENCE = "backstage"
+#: Backstage refuses user tokens longer than this (they carry ownership refs).
+MAX_JWT_LENGTH = 32_768
 #: Backstage clamps user token lifetimes to 24 hours; we refuse longer ones.
 MAX_USER_TOKEN_LIFETIME = 86_400
 
@@ -53,7 +55,7 @@ def _b64url_json(value: t.Mapping[str, t.Any]) -> str:
 
 def unverified_parts(token: str) -> tuple[dict[str, t.Any], dict[str, t.Any]] | None:
     """Header and payload of a compact JWS, unverified; ``None`` if malformed."""
-    if not is_compact_jws(token):
+    if not is_compact_jws(token, MAX_JWT_LENGTH):
         return None
     try:
         header = jwt.get_unverified_header(token)
