@@ -102,9 +102,7 @@ def create_app(config: t.Mapping[str, t.Any] | None = None, *, clock: Clock = ti
     db = SQLAlchemy()
     db.init_app(app)
     development = bool(app.debug or app.testing or app.config.get("BACKSTAGE_AUTH_DEVELOPMENT"))
-    policy = ExamplePolicy(
-        backstage.get("accessTokens.admins", []) or [], development=development
-    )
+    policy = ExamplePolicy(backstage.get("accessTokens.admins", []) or [], development=development)
     # Plugin keys and access tokens live in the database, shared by every instance.
     BackstageAuth(app, db=db, clock=clock, permission_policy=policy)
     with app.app_context():
