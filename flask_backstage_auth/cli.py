@@ -14,6 +14,7 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
+from .access_tokens.cli import tokens_group
 from .cli_db import db_group
 from .config import CONFIG_KEY
 from .errors import AuthenticationError, ConfigError
@@ -22,6 +23,7 @@ from .secrets import MIN_SECRET_BYTES, generate_secret
 
 cli = AppGroup("backstage-auth", help="Backstage service-to-service auth.")
 cli.add_command(db_group)
+cli.add_command(tokens_group)
 
 
 def _configured_token_manager() -> ServerTokenManager:

@@ -46,8 +46,16 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f(f"pk_{TOKENS}")),
         sa.UniqueConstraint("token_hash", name=op.f(f"uq_{TOKENS}_token_hash")),
     )
-    for column in ("token_prefix", "owner_ref", "expires_at", "revoked_at", "previous_token_hash"):
+    for column in ("token_prefix", "owner_ref", "expires_at", "revoked_at"):
         op.create_index(op.f(f"ix_{TOKENS}_{column}"), TOKENS, [column], unique=False)
+    op.create_index(
+        f"ix_{TOKENS}_previous_token_hash",
+        TOKENS,
+        ["previous_token_hash"],
+        unique=False,
+        sqlite_where=sa.text("previous_token_hash IS NOT NULL"),
+        postgresql_where=sa.text("previous_token_hash IS NOT NULL"),
+    )
     op.create_index(
         f"uq_{TOKENS}_active_name",
         TOKENS,
@@ -81,6 +89,7 @@ def downgrade() -> None:
     op.drop_index(op.f(f"ix_{EVENTS}_token_id"), table_name=EVENTS)
     op.drop_table(EVENTS)
     op.drop_index(f"uq_{TOKENS}_active_name", table_name=TOKENS)
-    for column in ("previous_token_hash", "revoked_at", "expires_at", "owner_ref", "token_prefix"):
+    op.drop_index(f"ix_{TOKENS}_previous_token_hash", table_name=TOKENS)
+    for column in ("revoked_at", "expires_at", "owner_ref", "token_prefix"):
         op.drop_index(op.f(f"ix_{TOKENS}_{column}"), table_name=TOKENS)
     op.drop_table(TOKENS)

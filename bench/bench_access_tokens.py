@@ -1,0 +1,282 @@
+"""Access tokens: request overhead, and lookups as the token table grows.
+
+Run: ``python bench/bench_access_tokens.py [--batches 200 --size 200 --tokens-large 1000000]``.
+Every figure is a ratio of two measurements made in the same run, alternating
+in small batches (A B A B ...) so that drift in the machine's speed hits both
+alike; the ratio of the medians is reported.
+
+* ``request``: requests/s of a route authenticated by an access token (after
+  its first use: the verification is cached for ``revocationCheckSeconds``,
+  then looked up again), divided by requests/s of the same view in an app
+  without the extension (target: >= 0.85).
+* ``reference``: the same with a static ``externalAccess`` token, the barrier's
+  own cost measured in the same run (not a target).
+* ``lookup``: the median time of ``find_by_digest`` (the one query a new
+  token costs) with ``--tokens-large`` tokens stored, divided by the same with
+  ``--tokens-small`` stored, on SQLite files (target: <= 1.5).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import hashlib
+import random
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+import typing as t
+from pathlib import Path
+
+import sqlalchemy as sa
+from flask import Flask
+from flask_sqlalchemy import SQLAlchemy
+from sqlalchemy.engine import Engine
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_barrier import Runner, catalog  # noqa: E402
+
+from flask_backstage_auth import BackstageAuth  # noqa: E402
+from flask_backstage_auth.access_tokens.extension import DAY, AccessTokens  # noqa: E402
+from flask_backstage_auth.access_tokens.format import generate_token  # noqa: E402
+from flask_backstage_auth.access_tokens.store import TOKENS, SqlAccessTokenStore  # noqa: E402
+from flask_backstage_auth.cli_db import upgrade_database  # noqa: E402
+from flask_backstage_auth.storage import create_tables  # noqa: E402
+
+# How SQLAlchemy stores a DateTime on SQLite (all rows alike: it is not what we measure).
+_SQLITE_DATETIME = "2026-01-01 00:00:00.000000"
+_FAR_FUTURE = "2099-01-01 00:00:00.000000"
+#: A reference in the same run: the barrier's own cost with a static externalAccess token.
+STATIC = {"token": "bench-static-token-0123456789", "subject": "bench"}
+
+
+# -- (a) a request authenticated by an access token ---------------------------
+
+
+def build_apps(directory: Path) -> tuple[Flask, Flask, str, t.Callable[[], None]]:
+    # The baseline has the same Flask-SQLAlchemy setup (its teardown runs on every
+    # request of both apps): only BackstageAuth and AccessTokens differ.
+    plain = Flask("plain", static_folder=None)
+    plain.config["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{directory / 'plain.db'}"
+    plain_db = SQLAlchemy()
+    plain_db.init_app(plain)
+    plain.register_blueprint(catalog())
+
+    protected = Flask("protected", static_folder=None)
+    protected.config["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{directory / 'app.db'}"
+    protected.config["BACKSTAGE_CONFIG"] = {
+        "backend": {
+            "baseUrl": "http://127.0.0.1:7007",
+            "auth": {"externalAccess": [{"type": "static", "options": STATIC}]},
+        }
+    }
+    db = SQLAlchemy()
+    db.init_app(protected)
+    BackstageAuth(protected, db=db)
+    with protected.app_context():
+        upgrade_database(db.engine)
+    AccessTokens(protected, register_blueprint=False)
+    protected.register_blueprint(catalog())
+
+    state = AccessTokens.state(protected)
+    token = generate_token("service")
+    now = time.time()
+    with protected.app_context():
+        state.store.create(
+            kind="service",
+            name="bench",
+            description="",
+            digest=token.digest,
+            token_prefix=token.display_prefix,
+            owner_ref="group:default/bench",
+            scopes=["catalog:read"],
+            created_by="bench",
+            expires_at=now + DAY,
+            now=now,
+        )
+
+    def close() -> None:
+        for app, database in ((plain, plain_db), (protected, db)):
+            with app.app_context():
+                for engine in database.engines.values():
+                    engine.dispose()
+
+    return plain, protected, token.value, close
+
+
+def request_ratios(batches: int, size: int) -> tuple[float, float]:
+    """(access token, static externalAccess token): throughput over the baseline's."""
+    with tempfile.TemporaryDirectory() as directory:
+        plain, protected, token, close = build_apps(Path(directory))
+        try:
+            base = Runner(plain, None)
+            guarded = Runner(protected, token)  # the token's first use happens here
+            static = Runner(protected, STATIC["token"])
+            base_times, guarded_times, static_times = [], [], []
+            gc.collect()
+            gc.disable()
+            try:
+                for _ in range(batches):
+                    base_times.append(base.batch(size))
+                    guarded_times.append(guarded.batch(size))
+                    static_times.append(static.batch(size))
+            finally:
+                gc.enable()
+            if set(guarded.status) != {"200 OK"}:
+                raise SystemExit(f"protected app answered {set(guarded.status)}")
+            base_median = statistics.median(base_times)
+            return (
+                base_median / statistics.median(guarded_times),
+                base_median / statistics.median(static_times),
+            )
+        finally:
+            close()
+
+
+# -- (b) the lookup by digest, small vs large table ---------------------------
+
+
+def _digest(i: int) -> str:
+    return hashlib.sha256(b"bench-token-%d" % i).hexdigest()
+
+
+def _prefix(digest: str) -> str:
+    return "bsat_" + digest[:7]
+
+
+def build_store(path: Path, count: int, *, analyze: bool = False) -> tuple[Engine, float]:
+    """A SQLite file holding ``count`` minimal token rows; the build time in seconds."""
+    engine = sa.create_engine(f"sqlite:///{path}")
+    create_tables(engine)
+    start = time.perf_counter()
+    raw = engine.raw_connection()
+    try:
+        sqlite = t.cast(sqlite3.Connection, raw.driver_connection)
+        cursor = sqlite.cursor()
+        cursor.execute("PRAGMA synchronous = OFF")
+        cursor.execute("PRAGMA journal_mode = MEMORY")
+        rows = (
+            (
+                f"{i:036d}",
+                "service",
+                f"t{i}",
+                "",
+                digest,
+                _prefix(digest),
+                "group:default/bench",
+                '["catalog:read"]',
+                "bench",
+                _SQLITE_DATETIME,
+                _FAR_FUTURE,
+            )
+            for i, digest in ((i, _digest(i)) for i in range(count))
+        )
+        cursor.executemany(
+            f"INSERT INTO {TOKENS.name} (id, kind, name, description, token_hash,"
+            " token_prefix, owner_ref, scopes, created_by, created_at, expires_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+        raw.commit()
+        if analyze:  # what PRAGMA optimize may do: see --analyze
+            cursor.execute("ANALYZE")
+            raw.commit()
+        cursor.close()
+    finally:
+        raw.close()
+    return engine, time.perf_counter() - start
+
+
+class Lookups:
+    """``find_by_digest`` of tokens present in the table, in batches."""
+
+    def __init__(self, engine: Engine, count: int, sample: int) -> None:
+        self.store = SqlAccessTokenStore(engine)
+        chosen = random.Random(count).sample(range(count), min(sample, count))
+        self.keys = [(_digest(i), _prefix(_digest(i))) for i in chosen]
+        self.position = 0
+        for digest, prefix in self.keys[:5]:  # warm up, and check we find them
+            match, _ = self.store.find_by_digest(digest, prefix)
+            if match is None:
+                raise SystemExit("a stored token was not found")
+
+    def batch(self, size: int) -> float:
+        """Seconds per lookup over ``size`` lookups."""
+        find, keys = self.store.find_by_digest, self.keys
+        start = time.perf_counter()
+        for _ in range(size):
+            digest, prefix = keys[self.position % len(keys)]
+            self.position += 1
+            find(digest, prefix)
+        return (time.perf_counter() - start) / size
+
+
+def lookup_ratio(
+    small: int, large: int, batches: int, size: int, *, analyze: bool = False
+) -> tuple[float, float, float]:
+    """(large/small median ratio, small median µs, large build seconds)."""
+    with tempfile.TemporaryDirectory() as directory:
+        small_engine, _ = build_store(Path(directory) / "small.db", small, analyze=analyze)
+        large_engine, build_seconds = build_store(
+            Path(directory) / "large.db", large, analyze=analyze
+        )
+        try:
+            a, b = Lookups(small_engine, small, 1000), Lookups(large_engine, large, 1000)
+            small_times, large_times = [], []
+            gc.collect()
+            gc.disable()
+            try:
+                for _ in range(batches):
+                    small_times.append(a.batch(size))
+                    large_times.append(b.batch(size))
+            finally:
+                gc.enable()
+            small_median = statistics.median(small_times)
+            ratio = statistics.median(large_times) / small_median
+            return ratio, small_median * 1e6, build_seconds
+        finally:
+            small_engine.dispose()
+            large_engine.dispose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--batches", type=int, default=200, help="alternating batches")
+    parser.add_argument("--size", type=int, default=200, help="requests per batch")
+    parser.add_argument("--tokens-small", type=int, default=1_000)
+    parser.add_argument("--tokens-large", type=int, default=1_000_000)
+    parser.add_argument("--lookup-batches", type=int, default=100)
+    parser.add_argument("--lookup-size", type=int, default=100, help="lookups per batch")
+    parser.add_argument(
+        "--analyze",
+        action="store_true",
+        help="run ANALYZE after the build (SQLite then plans the OR lookup as a full scan)",
+    )
+    args = parser.parse_args()
+
+    ratio, static = request_ratios(args.batches, args.size)
+    print(f"{'measure':58} {'ratio':>8}   target")
+    print(f"{'request with an access token / without the extension':58} {ratio:8.3f}   >= 0.85")
+    print(f"{'  reference: static externalAccess token / without':58} {static:8.3f}")
+    lookups, small_us, build = lookup_ratio(
+        args.tokens_small,
+        args.tokens_large,
+        args.lookup_batches,
+        args.lookup_size,
+        analyze=args.analyze,
+    )
+    label = f"find_by_digest, {args.tokens_large:,} / {args.tokens_small:,} tokens"
+    if args.analyze:
+        label += " (ANALYZE)"
+    print(f"{label:58} {lookups:8.3f}   <= 1.50")
+    print()
+    print(
+        f"(lookup median with {args.tokens_small:,} tokens: {small_us:.0f} µs;"
+        f" {args.tokens_large:,} rows inserted in {build:.1f} s)"
+    )
+
+
+if __name__ == "__main__":
+    main()
