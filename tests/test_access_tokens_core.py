@@ -320,7 +320,15 @@ def test_a_service_token_on_postgresql(pg_instance: Instance) -> None:
     check_service_token(pg_instance)
 
 
-def test_a_personal_token_authenticates_as_its_user(inst: Instance) -> None:
+def test_personal_tokens_are_refused_while_personal_tokens_are_off(inst: Instance) -> None:
+    token, _ = inst.create("laptop", kind="personal", owner=ALICE, scopes=["catalog:read"])
+    response = inst.get(token)
+    assert response.status_code == 401
+    assert response.get_json()["error"]["message"] == "Personal access tokens are disabled"
+
+
+def test_a_personal_token_authenticates_as_its_user(make_instance: MakeInstance) -> None:
+    inst = make_instance(access_tokens={"personal": {"enabled": True}})
     token, _ = inst.create("laptop", kind="personal", owner=ALICE, scopes=["catalog:read"])
     assert token.startswith("bspat_")
     response = inst.get(token)

@@ -43,12 +43,14 @@ class AccessTokenAuthenticator:
         clock: Clock,
         revocation_check: float = 5,
         last_used_interval: float = 300,
+        personal_enabled: bool = True,
     ) -> None:
         self.store = store
         self.catalogue = catalogue
         self._clock = clock
         self.revocation_check = revocation_check
         self.last_used_interval = last_used_interval
+        self.personal_enabled = personal_enabled
         self._lock = threading.Lock()
         # token id -> when we last wrote last_used_at / a failed-use event
         self._last_written: dict[str, float] = {}
@@ -68,6 +70,8 @@ class AccessTokenAuthenticator:
                 self._failed_use(prefix_match, "unknown secret", now)
             raise AuthenticationError("Invalid access token")
         record = match.record
+        if record.kind == "personal" and not self.personal_enabled:
+            raise AuthenticationError("Personal access tokens are disabled")
         if not record.is_usable(now):
             self._failed_use(record, record.status(now), now)
             raise AuthenticationError(f"Access token is {record.status(now)}")

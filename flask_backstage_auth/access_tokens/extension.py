@@ -89,6 +89,7 @@ class AccessTokensState:
             clock=auth_state.clock,
             revocation_check=settings.revocation_check,
             last_used_interval=settings.last_used_interval,
+            personal_enabled=settings.personal_enabled,
         )
 
     def forget(self, token_id: str) -> None:

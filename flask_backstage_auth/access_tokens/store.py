@@ -288,7 +288,8 @@ class SqlAccessTokenStore:
     ) -> TokenRecord:
         """Give a token a new secret; the old one works until ``grace_until`` (or not at all).
 
-        :raises NotFoundError: no such token, or it is revoked or expired.
+        :raises NotFoundError: no such token.
+        :raises ConflictError: it is revoked or expired.
         """
         with self._transaction("rotate the token") as connection:
             row = connection.execute(

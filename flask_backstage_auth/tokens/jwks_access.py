@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import typing as t
 from urllib.parse import urlsplit
 
 import jwt
@@ -14,18 +13,11 @@ from ..errors import ConfigError
 from .claims import InvalidClaims, check_times
 from .external import ExternalTokenHandler, ExternalTokenResult
 from .jwks import ASYMMETRIC_ALGORITHMS, JwksCache, JwksUnavailable
+from .key_sets import UnusableHeader, decode_with_key_set
 from .legacy import is_compact_jws
 
 _NON_SPACE = re.compile(r"\S+")
 _SPLIT = re.compile(r"[\s,]+")
-
-_NO_CLAIM_CHECKS: t.Any = {
-    "verify_exp": False,
-    "verify_nbf": False,
-    "verify_iat": False,
-    "verify_aud": False,
-    "verify_iss": False,
-}
 
 
 def _string_list(options: ConfigReader, key: str) -> tuple[str, ...] | None:
@@ -108,7 +100,6 @@ def jwks_token_handler(
         except jwt.PyJWTError:
             return None
         alg = header.get("alg")
-        kid = header.get("kid")
         if not isinstance(alg, str) or alg not in ASYMMETRIC_ALGORITHMS or "crit" in header:
             return None
         typ = header.get("typ")
@@ -116,20 +107,11 @@ def jwks_token_handler(
             # Backstage's own user and plugin tokens are never external callers,
             # even when a jwks entry points at Backstage's key set.
             return None
-        if context.algorithms is not None and alg not in context.algorithms:
-            return None
-        if kid is not None and not isinstance(kid, str):
-            return None
+        allowed = context.algorithms if context.algorithms is not None else (alg,)
         try:
-            key = context.cache.get_key(kid, alg)
-        except JwksUnavailable:
-            return None
-        if key is None:
-            return None
-        try:
-            claims = jwt.decode(token, key, algorithms=[alg], options=_NO_CLAIM_CHECKS)
+            claims = decode_with_key_set(token, header, context.cache, allowed)
             check_times(claims, now=context.clock(), leeway=context.leeway, require_exp=True)
-        except (jwt.PyJWTError, InvalidClaims):
+        except (jwt.PyJWTError, InvalidClaims, UnusableHeader, LookupError, JwksUnavailable):
             return None
         if context.issuers is not None and claims.get("iss") not in context.issuers:
             return None

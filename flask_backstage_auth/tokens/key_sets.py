@@ -73,3 +73,44 @@ class LocalKeySet:
             except Exception as exc:  # the store failed: no keys, fail closed
                 raise JwksUnavailable("local key store unavailable") from exc
             return key
+
+
+#: PyJWT checks nothing but the signature: every claim is checked by
+#: :mod:`flask_backstage_auth.tokens.claims` against the injected clock.
+NO_CLAIM_CHECKS: t.Any = {
+    "verify_exp": False,
+    "verify_nbf": False,
+    "verify_iat": False,
+    "verify_aud": False,
+    "verify_iss": False,
+}
+
+
+class UnusableHeader(Exception):
+    """The token's header names an algorithm, key id or ``crit`` we do not accept."""
+
+
+def decode_with_key_set(
+    token: str,
+    header: t.Mapping[str, t.Any],
+    key_set: KeySet,
+    algorithms: t.Collection[str],
+) -> dict[str, t.Any]:
+    """Verify ``token``'s signature with the key its header names; return its claims.
+
+    The algorithm is pinned to ``algorithms`` and the key comes only from
+    ``key_set`` (``jku``, ``jwk``, ``x5u`` and ``x5c`` are never used).
+
+    :raises UnusableHeader: a refused ``alg``, a non-string ``kid``, or ``crit``.
+    :raises LookupError: the key set has no such key.
+    :raises JwksUnavailable: no key set could be had.
+    :raises jwt.PyJWTError: the signature or the token is bad.
+    """
+    alg = header.get("alg")
+    kid = header.get("kid")
+    if alg not in algorithms or (kid is not None and not isinstance(kid, str)) or "crit" in header:
+        raise UnusableHeader("header")
+    key = key_set.get_key(kid, t.cast(str, alg))
+    if key is None:
+        raise LookupError("no key for the token's kid")
+    return jwt.decode(token, key, algorithms=[t.cast(str, alg)], options=NO_CLAIM_CHECKS)

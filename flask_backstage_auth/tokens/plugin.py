@@ -21,7 +21,7 @@ from ..discovery import HostDiscovery
 from ..errors import AuthenticationError
 from .claims import InvalidClaims, check_times
 from .jwks import JwksCache, JwksUnavailable
-from .key_sets import KeySet
+from .key_sets import KeySet, UnusableHeader, decode_with_key_set
 from .keys import KeySource
 from .user import UserTokenHandler, VerifiedUserToken, unverified_parts
 
@@ -32,14 +32,6 @@ PLUGIN_TYP = "vnd.backstage.plugin"
 PLUGIN_TOKEN_LIFETIME = 3600
 JWKS_PATH = "/.backstage/auth/v1/jwks.json"
 _PLUGIN_ID = re.compile(r"[a-z0-9_-]+", re.IGNORECASE)
-
-_NO_CLAIM_CHECKS: t.Any = {
-    "verify_exp": False,
-    "verify_nbf": False,
-    "verify_iat": False,
-    "verify_aud": False,
-    "verify_iss": False,
-}
 
 
 @dataclass(frozen=True)
@@ -154,7 +146,7 @@ class PluginTokenHandler:
                 " not have a JWKS endpoint. The target plugin needs to be migrated to be"
                 " installed in an app using the new backend system."
             ) from None
-        except (jwt.PyJWTError, InvalidClaims, LookupError) as exc:
+        except (jwt.PyJWTError, InvalidClaims, UnusableHeader, LookupError) as exc:
             logger.info("Failed to verify incoming plugin token: %s", type(exc).__name__)
             raise AuthenticationError("Failed plugin token verification") from None
         aud = claims["aud"]
@@ -175,14 +167,7 @@ class PluginTokenHandler:
     def _verify_signature(
         self, token: str, header: t.Mapping[str, t.Any], key_set: KeySet
     ) -> dict[str, t.Any]:
-        alg = header.get("alg")
-        kid = header.get("kid")
-        if alg != "ES256" or (kid is not None and not isinstance(kid, str)) or "crit" in header:
-            raise InvalidClaims("header")
-        key = key_set.get_key(kid, alg)
-        if key is None:
-            raise LookupError("no key for the token's kid")
-        claims = jwt.decode(token, key, algorithms=["ES256"], options=_NO_CLAIM_CHECKS)
+        claims = decode_with_key_set(token, header, key_set, ("ES256",))
         for claim in ("iat", "exp", "sub", "aud"):
             if claim not in claims:
                 raise InvalidClaims(f"missing {claim}")
