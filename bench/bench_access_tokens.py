@@ -19,11 +19,9 @@ alike; the ratio of the medians is reported.
 from __future__ import annotations
 
 import argparse
-import gc
 import hashlib
 import random
 import sqlite3
-import statistics
 import sys
 import tempfile
 import time
@@ -36,7 +34,7 @@ from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy.engine import Engine
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_barrier import Runner, catalog  # noqa: E402
+from bench_barrier import Runner, catalog, interleaved_medians  # noqa: E402
 
 from flask_backstage_auth import BackstageAuth  # noqa: E402
 from flask_backstage_auth.access_tokens.extension import DAY, AccessTokens  # noqa: E402
@@ -114,22 +112,14 @@ def request_ratios(batches: int, size: int) -> tuple[float, float]:
             base = Runner(plain, None)
             guarded = Runner(protected, token)  # the token's first use happens here
             static = Runner(protected, STATIC["token"])
-            base_times, guarded_times, static_times = [], [], []
-            gc.collect()
-            gc.disable()
-            try:
-                for _ in range(batches):
-                    base_times.append(base.batch(size))
-                    guarded_times.append(guarded.batch(size))
-                    static_times.append(static.batch(size))
-            finally:
-                gc.enable()
+            base_median, guarded_median, static_median = interleaved_medians(
+                [base.batch, guarded.batch, static.batch], batches, size
+            )
             if set(guarded.status) != {"200 OK"}:
                 raise SystemExit(f"protected app answered {set(guarded.status)}")
-            base_median = statistics.median(base_times)
             return (
-                base_median / statistics.median(guarded_times),
-                base_median / statistics.median(static_times),
+                base_median / guarded_median,
+                base_median / static_median,
             )
         finally:
             close()
@@ -224,17 +214,8 @@ def lookup_ratio(
         )
         try:
             a, b = Lookups(small_engine, small, 1000), Lookups(large_engine, large, 1000)
-            small_times, large_times = [], []
-            gc.collect()
-            gc.disable()
-            try:
-                for _ in range(batches):
-                    small_times.append(a.batch(size))
-                    large_times.append(b.batch(size))
-            finally:
-                gc.enable()
-            small_median = statistics.median(small_times)
-            ratio = statistics.median(large_times) / small_median
+            small_median, large_median = interleaved_medians([a.batch, b.batch], batches, size)
+            ratio = large_median / small_median
             return ratio, small_median * 1e6, build_seconds
         finally:
             small_engine.dispose()

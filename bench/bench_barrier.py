@@ -147,17 +147,29 @@ def throughput_ratio(plain: Flask, protected: Flask, token: str, batches: int, s
     The two alternate in small batches (A B A B ...) so that drift in the
     machine's speed hits both alike; the ratio of the medians is reported.
     """
-    base, guarded = Runner(plain, None), Runner(protected, token)
-    base_times, guarded_times = [], []
+    base, guarded = interleaved_medians(
+        [Runner(plain, None).batch, Runner(protected, token).batch], batches, size
+    )
+    return base / guarded
+
+
+def interleaved_medians(
+    runs: t.Sequence[t.Callable[[int], float]], batches: int, size: int
+) -> list[float]:
+    """Median seconds per call of each run, alternating batches (A B A B ...).
+
+    Drift in the machine's speed then hits every run alike.
+    """
+    times: list[list[float]] = [[] for _ in runs]
     gc.collect()
     gc.disable()
     try:
         for _ in range(batches):
-            base_times.append(base.batch(size))
-            guarded_times.append(guarded.batch(size))
+            for run, samples in zip(runs, times):
+                samples.append(run(size))
     finally:
         gc.enable()
-    return statistics.median(base_times) / statistics.median(guarded_times)
+    return [statistics.median(samples) for samples in times]
 
 
 def new_token_cost(count: int) -> float:
