@@ -105,6 +105,9 @@ class AccessTokens:
         backstage-auth db upgrade``).
     :param scopes: scopes added by code to the catalogue.
     :param register_blueprint: mount the REST API at ``/api/access-tokens``.
+    :param admin_pages: also serve the web pages ``/admin/access-tokens`` and
+        ``/settings/personal-tokens`` (the ``access-tokens-admin`` blueprint);
+        only with ``register_blueprint``, since the pages call that API.
     """
 
     def __init__(
@@ -114,10 +117,12 @@ class AccessTokens:
         store: SqlAccessTokenStore | None = None,
         scopes: t.Sequence[Scope] = (),
         register_blueprint: bool = True,
+        admin_pages: bool = True,
     ) -> None:
         self._store = store
         self._scopes = tuple(scopes)
         self._register_blueprint = register_blueprint
+        self._admin_pages = admin_pages
         if app is not None:
             self.init_app(app)
 
@@ -145,6 +150,10 @@ class AccessTokens:
             from .api import create_blueprint
 
             app.register_blueprint(create_blueprint(state))
+            if self._admin_pages:
+                from .admin import init_admin
+
+                init_admin(app)
 
     @staticmethod
     def state(app: Flask | None = None) -> AccessTokensState:

@@ -1,0 +1,286 @@
+"""End to end: the access-token pages in headless Chromium against the example app."""
+
+from __future__ import annotations
+
+import typing as t
+from pathlib import Path
+
+import pytest
+import requests
+from flask import Flask
+
+from flask_backstage_auth import AuthBackend
+
+from .conftest import Served
+
+if t.TYPE_CHECKING:  # pragma: no cover
+    from playwright.sync_api import Browser, BrowserContext, Page
+
+pytestmark = pytest.mark.browser
+
+ADMIN = "/admin/access-tokens"
+COOKIE_URL = "/api/access-tokens/.backstage/auth/v1/cookie"
+TIMEOUT = 10_000  # ms
+
+
+class PageErrors:
+    """Console errors and page exceptions (a CSP violation is one)."""
+
+    def __init__(self, page: Page) -> None:
+        self.messages: list[str] = []
+        page.on("console", self._console)
+        page.on("pageerror", lambda error: self.messages.append(str(error)))
+
+    def _console(self, message: t.Any) -> None:
+        if message.type == "error":
+            self.messages.append(message.text)
+
+
+def new_context(browser: Browser, base_url: str, **options: t.Any) -> BrowserContext:
+    context = browser.new_context(base_url=base_url, **options)
+    context.set_default_timeout(TIMEOUT)
+    return context
+
+
+def api_get(base: str, path: str, token: str) -> requests.Response:
+    return requests.get(base + path, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+
+
+def row(page: Page, name: str) -> t.Any:
+    return page.locator(f'tr[data-token-name="{name}"]')
+
+
+def test_admin_creates_uses_revokes_and_audits_a_token(
+    browser: Browser, live_app: tuple[Flask, str], screenshots: Path
+) -> None:
+    app, base = live_app
+    context = new_context(browser, base, viewport={"width": 1366, "height": 860})
+    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=base)
+    page = context.new_page()
+    errors = PageErrors(page)
+
+    # Not signed in: the sign-in page; in development, as the guest.
+    response = page.goto(ADMIN)
+    assert response is not None and response.status == 401
+    page.get_by_role("heading", name="Sign in to manage access tokens").wait_for()
+    page.screenshot(path=str(screenshots / "01-sign-in.png"), full_page=True)
+    page.get_by_role("button", name="Sign in as guest").click()
+    page.get_by_role("heading", name="Service access tokens").wait_for()
+    assert page.get_by_text("user:development/guest").is_visible()
+    assert context.cookies(base)[0]["name"] == "backstage-auth"
+    assert errors.messages == [
+        "Failed to load resource: the server responded with a status of 401 (UNAUTHORIZED)"
+    ]  # the sign-in page itself is a 401
+    errors.messages.clear()
+
+    # Create ci-reader, keyboard and labels only.
+    page.get_by_role("button", name="Create token").click()
+    dialog = page.get_by_role("dialog", name="Create a service token")
+    dialog.wait_for()
+    assert page.evaluate("document.activeElement.id") == "create-name"
+    page.get_by_label("Name", exact=True).fill("ci-reader")
+    page.get_by_label("Description").fill("Reads the catalog for CI <b>not bold</b>")
+    page.get_by_label("Owning group").fill("group:default/platform")
+    page.get_by_role("checkbox", name="catalog:read").check()
+    page.get_by_label("Expires in (days)").fill("90")
+    page.screenshot(path=str(screenshots / "03-create-form.png"))
+    page.get_by_label("Expires in (days)").press("Enter")  # submits the form
+
+    # The one-time secret panel.
+    panel = page.get_by_role("dialog", name="Copy your new token now")
+    panel.wait_for()
+    secret = page.input_value("#secret-value")
+    assert secret.startswith("bsat_") or len(secret) > 30, secret
+    assert page.evaluate("document.activeElement.id") == "secret-value"
+    assert "only time this token is shown" in panel.inner_text()
+    page.get_by_role("button", name="Copy", exact=True).click()
+    page.get_by_text("Copied to the clipboard.").wait_for()
+    assert page.evaluate("navigator.clipboard.readText()") == secret
+    page.screenshot(path=str(screenshots / "04-secret-panel.png"))
+    page.get_by_role("button", name="I have stored it, close").click()
+    panel.wait_for(state="hidden")
+    assert page.input_value("#secret-value") == ""
+    assert secret not in page.content()
+    assert page.evaluate("document.activeElement.id") == "open-create"
+
+    # The list shows it, active and never used; the description is text, not markup.
+    ci = row(page, "ci-reader")
+    ci.wait_for()
+    assert "Active" in ci.inner_text()
+    assert "Reads the catalog for CI <b>not bold</b>" in ci.inner_text()
+    assert ci.locator("b").count() == 0
+    assert ci.locator('td[data-label="Last used"]').inner_text() == "Never"
+    page.screenshot(path=str(screenshots / "02-token-list.png"), full_page=True)
+
+    # Use it like curl: the catalog answers, and "last used" fills in.
+    assert api_get(base, "/api/catalog/entities", secret).status_code == 200
+    assert api_get(base, "/api/search/query", secret).status_code == 403  # not in its scopes
+    page.reload()
+    row(page, "ci-reader").wait_for()
+    last_used = row(page, "ci-reader").locator('td[data-label="Last used"]')
+    assert last_used.inner_text() != "Never"
+    assert last_used.locator("time").count() == 1
+
+    # Filters: by status and by group, paged by the API.
+    page.get_by_label("Status", exact=True).select_option("revoked")
+    page.get_by_text("No tokens match these filters.").wait_for()
+    page.get_by_label("Status", exact=True).select_option("active")
+    row(page, "ci-reader").wait_for()
+    page.get_by_label("Group", exact=True).fill("group:default/other")
+    page.get_by_role("button", name="Apply filters").click()
+    page.get_by_text("No tokens match these filters.").wait_for()
+    page.get_by_role("button", name="Clear").click()
+    row(page, "ci-reader").wait_for()
+
+    # Revoke, with a reason, after confirming.
+    row(page, "ci-reader").get_by_role("button", name="Revoke ci-reader").click()
+    confirm = page.get_by_role("dialog", name="Revoke ci-reader?")
+    confirm.wait_for()
+    page.get_by_label("Reason").fill("rotated out of CI")
+    confirm.get_by_role("button", name="Revoke token").click()
+    confirm.wait_for(state="hidden")
+    page.locator('tr[data-token-name="ci-reader"] .status-revoked').wait_for()
+    assert api_get(base, "/api/catalog/entities", secret).status_code == 401
+
+    # The audit trail: created, used, revoked with the reason.
+    row(page, "ci-reader").get_by_role("button", name="Audit ci-reader").click()
+    audit = page.get_by_role("dialog", name="Audit trail of ci-reader")
+    audit.wait_for()
+    page.locator('#audit-rows tr[data-event="revoked"]').wait_for()
+    events = page.locator("#audit-rows tr").evaluate_all("rows => rows.map(r => r.dataset.event)")
+    assert events[-1] == "created" and "revoked" in events, events  # newest first
+    revoked = page.locator('#audit-rows tr[data-event="revoked"]').inner_text()
+    assert "rotated out of CI" in revoked and "user:development/guest" in revoked
+    page.screenshot(path=str(screenshots / "05-audit.png"))
+    page.keyboard.press("Escape")
+    audit.wait_for(state="hidden")
+
+    # A narrow screen: the table becomes cards, still usable.
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.reload()
+    row(page, "ci-reader").wait_for()
+    head = page.locator("table.tokens thead").bounding_box()
+    assert head is None or head["height"] <= 1
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 390, width  # nothing overflows sideways
+    page.screenshot(path=str(screenshots / "07-narrow.png"), full_page=True)
+
+    assert errors.messages == []
+    context.close()
+    del app
+
+
+def test_a_user_without_permission_sees_the_refusal(
+    browser: Browser, live_app: tuple[Flask, str], screenshots: Path
+) -> None:
+    app, base = live_app
+    token = AuthBackend.state(app).issuer.issue_token("user:default/nobody", []).token
+    cookie = requests.get(
+        base + COOKIE_URL, headers={"Authorization": f"Bearer {token}"}, timeout=10
+    )
+    assert cookie.status_code == 200
+    context = new_context(browser, base, viewport={"width": 1280, "height": 720})
+    context.add_cookies(
+        [{"name": "backstage-auth", "value": cookie.cookies["backstage-auth"], "url": base}]
+    )
+    page = context.new_page()
+    errors = PageErrors(page)
+    response = page.goto(ADMIN)
+    assert response is not None and response.status == 403
+    heading = page.get_by_role("heading", name="You do not have permission to manage access tokens")
+    heading.wait_for()
+    assert page.get_by_text("user:default/nobody").first.is_visible()
+    page.screenshot(path=str(screenshots / "06-refusal.png"))
+    # Their own personal tokens stay open to them.
+    page.get_by_role("link", name="Manage your personal access tokens instead").click()
+    page.get_by_role("heading", name="Personal access tokens").wait_for()
+    # This tab holds only the cookie, not a user token for the API: sign in again.
+    page.get_by_role("heading", name="Sign in again to manage tokens").wait_for()
+    assert errors.messages == [
+        "Failed to load resource: the server responded with a status of 403 (FORBIDDEN)"
+    ]  # the refusal page itself
+    context.close()
+
+
+ATTACKER_PAGE = """<!doctype html><title>Win a prize</title>
+<form id="create" method="post" enctype="text/plain" action="{victim}/api/access-tokens/service/">
+<input type="hidden" name='{{"name":"forged","groupEntityRef":"group:default/evil","scopes":["catalog:read"],"x":"'
+ value='"}}'><button>Create</button></form>
+<form id="revoke" method="post" enctype="text/plain"
+ action="{victim}/api/access-tokens/service/{token_id}/revoke">
+<input type="hidden" name='{{"reason":"pwned","x":"' value='"}}'><button>Revoke</button></form>
+"""
+
+
+def test_a_forged_cross_site_post_is_refused(
+    browser: Browser, live_app: tuple[Flask, str], screenshots: Path
+) -> None:
+    app, base = live_app
+    guest = requests.post(base + "/api/auth/guest/refresh", timeout=10).json()
+    token = guest["backstageIdentity"]["token"]
+    headers = {"Authorization": f"Bearer {token}"}
+    target = requests.post(
+        base + "/api/access-tokens/service/",
+        headers=headers,
+        json={
+            "name": "csrf-target",
+            "groupEntityRef": "group:default/platform",
+            "scopes": ["catalog:read"],
+        },
+        timeout=10,
+    )
+    assert target.status_code == 201
+    token_id = target.json()["token"]["id"]
+
+    # The victim's browser is signed in: it holds the backstage-auth cookie.
+    context = new_context(browser, base)
+    page = context.new_page()
+    page.goto(ADMIN)
+    page.evaluate(
+        "([key, token]) => sessionStorage.setItem(key, token)",
+        ["backstage-access-tokens:user-token", token],
+    )
+    page.evaluate(
+        "url => fetch(url, {headers: {Authorization: 'Bearer ' + sessionStorage.getItem("
+        "'backstage-access-tokens:user-token')}})",
+        COOKIE_URL,
+    )
+    assert any(c["name"] == "backstage-auth" for c in context.cookies(base))
+
+    html = ATTACKER_PAGE.format(victim=base, token_id=token_id)
+
+    def attacker_app(environ: t.Any, start_response: t.Any) -> list[bytes]:
+        start_response("200 OK", [("Content-Type", "text/html; charset=utf-8")])
+        return [html.encode()]
+
+    attacker = Served(attacker_app)
+    try:
+        assert attacker.url != base
+        for form in ("create", "revoke"):
+            page.goto(attacker.url)
+            with page.expect_response(lambda r: r.request.method == "POST") as answer:
+                page.locator(f"#{form} button").click()
+            response = answer.value
+            assert response.url.startswith(base)
+            assert response.status == 401, (form, response.text())
+            sent = response.request.all_headers()
+            assert "backstage-auth=" in sent.get("cookie", ""), sent  # same-site: it was sent
+            assert "Missing credentials" in response.text()
+        page.screenshot(path=str(screenshots / "08-forged-post-refused.png"))
+        # A script on the other origin fares no better (no CORS: an opaque answer).
+        page.goto(attacker.url)
+        page.evaluate(
+            """url => fetch(url, {method: 'POST', mode: 'no-cors', credentials: 'include',
+                 body: JSON.stringify({name: 'forged-fetch', groupEntityRef: 'group:default/evil',
+                                       scopes: ['catalog:read']})})""",
+            base + "/api/access-tokens/service/",
+        )
+    finally:
+        attacker.close()
+        context.close()
+
+    listed = api_get(base, "/api/access-tokens/service/?limit=500", token).json()["tokens"]
+    names = {t["name"]: t["status"] for t in listed}
+    assert "forged" not in names and "forged-fetch" not in names
+    assert names["csrf-target"] == "active"
+    del app
