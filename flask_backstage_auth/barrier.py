@@ -13,11 +13,13 @@ import typing as t
 from dataclasses import dataclass
 
 from flask import Flask, Request, current_app, request
+from flask.typing import ResponseReturnValue
 
 from .errors import AuthenticationError, BackstageError
 from .http_auth import check_allowed
 from .middleware import ENVIRON_CREDENTIALS_KEY
 from .paths import is_trustworthy_request_path, routing_path
+from .plugin_endpoints import INTEGRATION_PATH, PluginEndpoints
 from .policies import (
     POLICY_VERSION,
     AuthPolicy,
@@ -60,12 +62,25 @@ class CredentialsBarrier:
         # Rules are unhashable: keyed by id, with the rule kept to check identity.
         self._routes: dict[int, tuple[object, Route]] = {}
         self._routes_version = -1
+        self._endpoints = PluginEndpoints(state)
 
-    def check(self) -> None:
-        """The ``before_request`` hook (a bound method: Flask inspects it cheaply)."""
-        if self._state.default_policy_disabled:
-            return
+    def check(self) -> ResponseReturnValue | None:
+        """The ``before_request`` hook (a bound method: Flask inspects it cheaply).
+
+        Also serves the per-plugin ``/.backstage/auth/v1/`` endpoints: the
+        JWKS before the credentials check, the cookie after it.
+        """
         req: Request = request._get_current_object()  # type: ignore[attr-defined]
+        integration = INTEGRATION_PATH in req.environ.get("PATH_INFO", "")
+        if integration:
+            served = self._endpoints.before_barrier(req)
+            if served is not None:
+                return served
+        if not self._state.default_policy_disabled:
+            self._authenticate(req)
+        return self._endpoints.after_barrier(req) if integration else None
+
+    def _authenticate(self, req: Request) -> None:
         rule = req.url_rule
         if (
             req.method == "OPTIONS"

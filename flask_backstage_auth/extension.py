@@ -37,7 +37,6 @@ from .http_auth import CookieSettings, HttpAuthService
 from .legacy import ServerTokenManager, TokenManager, read_legacy_keys
 from .middleware import get_middleware_credentials
 from .permissions import PermissionPolicy, PermissionsService
-from .plugin_endpoints import PluginEndpoints
 from .plugin_keys import key_source_from_config
 from .policies import AuthPolicy, bump_policy_version
 from .settings import Settings
@@ -285,11 +284,8 @@ class BackstageAuth:
             db=self._db,
         )
         app.extensions[EXTENSION_KEY] = state
-        # First, so that no other before_request hook runs for a refused request;
-        # the JWKS endpoint comes before the barrier, the cookie endpoint after.
-        endpoints = PluginEndpoints(state)
-        hooks = app.before_request_funcs.setdefault(None, [])
-        hooks[0:0] = [endpoints.before_barrier, state.barrier.check, endpoints.after_barrier]
+        # First, so that no other before_request hook runs for a refused request.
+        app.before_request_funcs.setdefault(None, []).insert(0, state.barrier.check)
 
     @staticmethod
     def state(app: Flask | None = None) -> BackstageAuthState:

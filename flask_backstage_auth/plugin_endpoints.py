@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import typing as t
 
-from flask import Response, jsonify, request
+from flask import Request, Response, jsonify
 
 from .paths import is_trustworthy_request_path, routing_path
 
@@ -25,12 +25,12 @@ INTEGRATION_PATH = "/.backstage/auth/v1/"
 
 
 class PluginEndpoints:
-    """Two ``before_request`` hooks around the barrier."""
+    """Served by the barrier's hook: one part before the credentials check, one after."""
 
     def __init__(self, state: BackstageAuthState) -> None:
         self._state = state
 
-    def _target(self) -> tuple[str, str] | None:
+    def _target(self, request: Request) -> tuple[str, str] | None:
         """``(plugin id, endpoint)`` when the request is for one of ours."""
         raw = request.environ.get("PATH_INFO", "")
         if INTEGRATION_PATH not in raw or not is_trustworthy_request_path(request.environ):
@@ -46,14 +46,14 @@ class PluginEndpoints:
             return None
         return plugin_id, rest[len(INTEGRATION_PATH) - 1 :]
 
-    def before_barrier(self) -> Response | None:
-        target = self._target()
+    def before_barrier(self, request: Request) -> Response | None:
+        target = self._target(request)
         if target is None or target[1] != "jwks.json" or request.method not in ("GET", "HEAD"):
             return None
         return jsonify(self._state.auth(target[0]).list_public_service_keys())
 
-    def after_barrier(self) -> Response | None:
-        target = self._target()
+    def after_barrier(self, request: Request) -> Response | None:
+        target = self._target(request)
         if target is None or target[1] != "cookie":
             return None
         http_auth = self._state.http_auth(target[0])
