@@ -994,3 +994,26 @@ def test_openapi_matches_the_routes(app: Flask, client: FlaskClient) -> None:
                 assert status.isdigit()
             if "{id}" in path:
                 assert any(p["name"] == "id" for p in operation["parameters"])
+
+
+def test_a_browser_reads_with_the_cookie_but_changes_need_a_token(app: Flask) -> None:
+    created = create(app.test_client())
+    token_id = created["token"]["id"]
+    browser = app.test_client()
+    browser.set_cookie(*mock_credentials.limited_user_cookie(ALICE))
+    listed = browser.get(SERVICE + "/")
+    assert listed.status_code == 200
+    assert [t["id"] for t in listed.get_json()["tokens"]] == [token_id]
+    assert browser.get(f"{SERVICE}/{token_id}/audit").status_code == 200
+    for method, path in (
+        ("POST", SERVICE + "/"),
+        ("DELETE", f"{SERVICE}/{token_id}"),
+        ("POST", f"{SERVICE}/{token_id}/rotate"),
+        ("PATCH", f"{SERVICE}/{token_id}"),
+    ):
+        refused = browser.open(path, method=method, json=new_service_body(name="via-cookie"))
+        assert refused.status_code == 401, (method, path)
+    assert (
+        app.test_client().get(f"{SERVICE}/{token_id}", headers=user()).get_json()["status"]
+        == "active"
+    )

@@ -26,7 +26,7 @@ from ..errors import ConflictError, InputError, NotAllowedError, NotFoundError
 from ..extension import get_credentials
 from ..http_auth import check_allowed
 from ..permissions import AuthorizeResult, Permission
-from ..policies import unauthenticated
+from ..policies import add_auth_policy, unauthenticated
 from .format import DISPLAY_PREFIX_LENGTH, TokenKind, generate_token, hash_token, parse
 from .permissions import (
     PERSONAL_READ,
@@ -564,6 +564,10 @@ def _register_kind(bp: Blueprint, kind: _Kind) -> None:
 def create_blueprint(state: AccessTokensState) -> Blueprint:
     """A fresh ``access-tokens`` blueprint serving ``state``'s tokens."""
     bp = Blueprint("access-tokens", __name__, url_prefix="/api/access-tokens")
+    # A signed-in browser may READ with the backstage-auth cookie (GET and HEAD
+    # only, as everywhere); every change needs a bearer token.
+    add_auth_policy(bp, path="/service", allow="user-cookie")
+    add_auth_policy(bp, path="/personal", allow="user-cookie")
     service = _Kind(state, "service", SERVICE_READ, SERVICE_WRITE, SERVICE_REVOKE)
     personal = _Personal(state, "personal", PERSONAL_READ, PERSONAL_WRITE, PERSONAL_REVOKE)
 

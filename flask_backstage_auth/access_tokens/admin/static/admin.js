@@ -94,8 +94,11 @@
 
   function api(method, path, payload) {
     var token = getToken();
-    if (!token) return Promise.reject(new ApiError(401, "Sign in to continue."));
-    var headers = { Authorization: "Bearer " + token, Accept: "application/json" };
+    // Without a token in this tab, reads go with the backstage-auth cookie
+    // (the API accepts it for GET only); changes need the user token.
+    if (!token && method !== "GET") return Promise.reject(new ApiError(401, "Sign in to continue."));
+    var headers = { Accept: "application/json" };
+    if (token) headers.Authorization = "Bearer " + token;
     var init = { method: method, headers: headers, credentials: "same-origin", cache: "no-store" };
     if (payload !== undefined) {
       headers["Content-Type"] = "application/json";
