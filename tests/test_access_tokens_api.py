@@ -1017,3 +1017,20 @@ def test_a_browser_reads_with_the_cookie_but_changes_need_a_token(app: Flask) ->
         app.test_client().get(f"{SERVICE}/{token_id}", headers=user()).get_json()["status"]
         == "active"
     )
+
+
+def test_leak_reports_are_rate_limited_per_client(app: Flask, clock: FakeClock) -> None:
+    from flask_backstage_auth.access_tokens.api import LEAK_REPORTS_PER_MINUTE
+
+    anonymous = app.test_client()
+    for _ in range(LEAK_REPORTS_PER_MINUTE):
+        assert anonymous.post(SERVICE + "/revoke", json={"tokens": []}).status_code == 200
+    refused = anonymous.post(SERVICE + "/revoke", json={"tokens": []})
+    assert refused.status_code == 429
+    assert refused.get_json()["error"]["name"] == "TooManyRequestsError"
+    other = anonymous.post(
+        SERVICE + "/revoke", json={"tokens": []}, environ_base={"REMOTE_ADDR": "10.1.2.3"}
+    )
+    assert other.status_code == 200
+    clock.now += 61
+    assert anonymous.post(SERVICE + "/revoke", json={"tokens": []}).status_code == 200

@@ -16,13 +16,14 @@ import datetime as dt
 import json
 import math
 import re
+import threading
 import typing as t
 from pathlib import Path
 
 from flask import Blueprint, Response, jsonify, request
 
 from ..credentials import Credentials, ServicePrincipal, UserPrincipal
-from ..errors import ConflictError, InputError, NotAllowedError, NotFoundError
+from ..errors import BackstageError, ConflictError, InputError, NotAllowedError, NotFoundError
 from ..extension import get_credentials
 from ..http_auth import check_allowed
 from ..permissions import AuthorizeResult, Permission
@@ -561,9 +562,43 @@ def _register_kind(bp: Blueprint, kind: _Kind) -> None:
         bp.add_url_rule(base + path, view_name(name), view, methods=methods)
 
 
+#: Unauthenticated leak reports a client address may send per minute.
+LEAK_REPORTS_PER_MINUTE = 30
+
+
+class TooManyRequestsError(BackstageError):
+    """429: slow down."""
+
+    code = 429
+    error_name = "TooManyRequestsError"
+
+
+class RateLimit:
+    """At most ``limit`` events per ``per`` seconds for each key (in this process)."""
+
+    def __init__(self, limit: int, *, per: float) -> None:
+        self.limit = limit
+        self.per = per
+        self._lock = threading.Lock()
+        self._seen: dict[str, list[float]] = {}
+
+    def allow(self, key: str, now: float) -> bool:
+        with self._lock:
+            if len(self._seen) > 10_000:  # bounded memory: forget everyone
+                self._seen.clear()
+            recent = [moment for moment in self._seen.get(key, ()) if now - moment < self.per]
+            if len(recent) >= self.limit:
+                self._seen[key] = recent
+                return False
+            recent.append(now)
+            self._seen[key] = recent
+            return True
+
+
 def create_blueprint(state: AccessTokensState) -> Blueprint:
     """A fresh ``access-tokens`` blueprint serving ``state``'s tokens."""
     bp = Blueprint("access-tokens", __name__, url_prefix="/api/access-tokens")
+    leak_reports = RateLimit(LEAK_REPORTS_PER_MINUTE, per=60)
     # A signed-in browser may READ with the backstage-auth cookie (GET and HEAD
     # only, as everywhere); every change needs a bearer token.
     add_auth_policy(bp, path="/service", allow="user-cookie")
@@ -581,6 +616,8 @@ def create_blueprint(state: AccessTokensState) -> Blueprint:
     @unauthenticated
     def report_leaked() -> Response:
         """Revoke every listed token that exists: anyone may report a leaked token."""
+        if not leak_reports.allow(request.remote_addr or "", state.clock()):
+            raise TooManyRequestsError("Too many leak reports; try again in a minute")
         body = read_body()
         tokens = body.get("tokens")
         if (
