@@ -179,16 +179,20 @@ def normalize_group_ref(value: object, field: str = "groupEntityRef") -> str:
     return f"group:{namespace}/{name}"
 
 
-def validate_scopes(body: JsonObject, state: AccessTokensState) -> list[str]:
-    scopes = body.get("scopes")
+def scope_list(raw: object) -> list[str]:
+    """A non-empty list of at most 100 scope ids, deduplicated in order."""
     if (
-        not isinstance(scopes, list)
-        or not scopes
-        or len(scopes) > 100
-        or not all(isinstance(s, str) for s in scopes)
+        not isinstance(raw, list)
+        or not raw
+        or len(raw) > 100
+        or not all(isinstance(s, str) for s in raw)
     ):
         raise InputError("scopes must be a non-empty list of scope ids")
-    unique = list(dict.fromkeys(t.cast(t.List[str], scopes)))
+    return list(dict.fromkeys(t.cast(t.List[str], raw)))
+
+
+def validate_scopes(body: JsonObject, state: AccessTokensState) -> list[str]:
+    unique = scope_list(body.get("scopes"))
     unknown = state.catalogue.unknown(unique)
     if unknown:
         shown = ", ".join(repr(s[:100]) for s in unknown[:10])
@@ -484,15 +488,7 @@ def _register_kind(bp: Blueprint, kind: _Kind) -> None:
         description = _string(body, "description", max_length=MAX_DESCRIPTION, default=None)
         scopes: list[str] | None = None
         if body.get("scopes") is not None:
-            raw = body["scopes"]
-            if (
-                not isinstance(raw, list)
-                or not raw
-                or len(raw) > 100
-                or not all(isinstance(s, str) for s in raw)
-            ):
-                raise InputError("scopes must be a non-empty list of scope ids")
-            scopes = list(dict.fromkeys(t.cast(t.List[str], raw)))
+            scopes = scope_list(body["scopes"])
         if description is None and scopes is None:
             raise InputError("Nothing to update: give description or scopes")
         record = kind.load(id, owner)
