@@ -279,6 +279,8 @@ class AuthService:
             principal,
             expires_at=verified.expires_at,
             token=verified.credentials_token or token,
+            limited=verified.limited,
+            all_access_restrictions=verified.restrictions,
         )
         entry.credentials[self.plugin_id] = credentials
         return credentials

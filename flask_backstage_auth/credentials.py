@@ -99,11 +99,20 @@ class Credentials:
     """Who made a request. ``token`` is kept out of ``repr`` and comparisons.
 
     :param expires_at: epoch seconds after which these credentials lapse.
+    :param limited: the request presented a *limited* user token (the
+        ``backstage-auth`` cookie's kind): it may read, never change anything.
+    :param all_access_restrictions: every plugin the token may reach, with its
+        restrictions (``None``: unrestricted); the principal carries only the
+        current plugin's entry.
     """
 
     principal: Principal
     expires_at: float | None = None
     token: str | None = field(default=None, repr=False, compare=False)
+    limited: bool = False
+    all_access_restrictions: t.Mapping[str, AccessRestrictions] | None = field(
+        default=None, repr=False, compare=False
+    )
 
     def to_dict(self) -> dict[str, t.Any]:
         """A JSON-ready description, never including the token."""
