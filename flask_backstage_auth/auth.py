@@ -226,6 +226,32 @@ def user_token_handler(handler: UserTokenHandler) -> TokenHandler:
     return verify
 
 
+def check_delegation(credentials: Credentials, target_plugin_id: str) -> None:
+    """Refuse to pass restricted ``credentials`` on to ``target_plugin_id``
+    when that would widen them (Backstage's ``DefaultAuthService``).
+
+    Unlike Backstage, which checks service principals only, this also holds for
+    users with restrictions (a scoped personal access token).
+
+    :raises NotAllowedError: the target is outside the restrictions, or is
+        restricted by permission or action (those cannot travel in a token).
+    """
+    principal = credentials.principal
+    if getattr(principal, "access_restrictions", None) is None:
+        return
+    restrictions = credentials.all_access_restrictions or {}
+    target = restrictions.get(target_plugin_id)
+    if target is None:
+        raise NotAllowedError(
+            f"Access to target plugin '{target_plugin_id}' is not included in token's"
+            " access restrictions"
+        )
+    if target.permission_names or target.actions is not None:
+        raise NotAllowedError(
+            f"Access to target plugin '{target_plugin_id}' is restricted and cannot be delegated"
+        )
+
+
 class AuthService:
     """Backstage's ``AuthService`` for one plugin.
 
@@ -308,9 +334,17 @@ class AuthService:
         legacy service-to-service token and user credentials forward their
         token, as Backstage's older builds did.
 
+        Restricted credentials are never widened (as Backstage): a target
+        outside their access restrictions, or a target they may reach only
+        for some permissions or actions, is refused.
+
         :raises AuthenticationError: for any other credentials.
+        :raises NotAllowedError: restricted credentials that cannot reach the
+            target, or cannot be delegated to it.
         """
         principal = on_behalf_of.principal
+        if principal.type in ("service", "user"):
+            check_delegation(on_behalf_of, target_plugin_id)
         if principal.type == "service":
             if self._plugin_tokens is None:
                 return PluginRequestToken(self._token_manager.get_token().token)

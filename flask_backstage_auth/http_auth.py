@@ -19,7 +19,7 @@ from .errors import AuthenticationError, NotAllowedError
 USER_COOKIE_NAME = "backstage-auth"
 #: Prefix of the environ keys memoising a request's credentials per plugin.
 _MEMO_PREFIX = "flask_backstage_auth.credentials:"
-#: Methods for which the cookie is read at all.
+#: Methods for which the cookie is read, and limited credentials allowed, at all.
 COOKIE_METHODS = frozenset({"GET", "HEAD"})
 
 #: A cookie with more time left than this is not reissued (Backstage: 5 min).
@@ -88,8 +88,9 @@ class HttpAuthService:
 
         A bearer token is always read; with ``allow_limited_access`` the
         ``backstage-auth`` cookie is read too, but only when the request has no
-        ``Authorization`` header at all, only for GET and HEAD, and only when
-        it holds a user token. No credentials give ``none`` credentials,
+        ``Authorization`` header at all, and only when it holds a user token.
+        Limited access is only ever allowed for GET and HEAD: for any other
+        method a limited user token is refused, by cookie or as a bearer. No credentials give ``none`` credentials,
         which ``allow`` may refuse.
 
         :raises AuthenticationError: 401 ``Missing credentials`` or an invalid token.
@@ -111,13 +112,16 @@ class HttpAuthService:
         return credentials
 
     def _extract(self, request: Request, allow_limited_access: bool) -> Credentials:
+        # Limited credentials only ever read: however they arrive, never for
+        # a method that may change something.
+        allow_limited_access = allow_limited_access and request.method in COOKIE_METHODS
         header = request.environ.get("HTTP_AUTHORIZATION")
         if header is not None:
             token = get_bearer_token(header)
             if token is None:
                 return NONE_CREDENTIALS
             return self.auth.authenticate(token, allow_limited_access=allow_limited_access)
-        if not allow_limited_access or request.method not in COOKIE_METHODS:
+        if not allow_limited_access:
             return NONE_CREDENTIALS
         cookie = request.cookies.get(USER_COOKIE_NAME)
         if not cookie:

@@ -118,7 +118,12 @@ class UserTokenHandler:
 def create_limited_user_token(full_token: str) -> tuple[str, float]:
     """The limited form of a user token, and its expiry, byte for byte as Backstage.
 
-    :raises AuthenticationError: not a user token.
+    A limited token is returned as it is. A full token is never handed out in
+    place of its limited form: without ``uip`` there is none (as Backstage),
+    and a user token from before tokens had a ``typ`` has none either
+    (Backstage returns the full token; we refuse).
+
+    :raises AuthenticationError: not a user token, or one without a limited form.
     """
     parts = unverified_parts(full_token)
     if parts is None:
@@ -127,13 +132,15 @@ def create_limited_user_token(full_token: str) -> tuple[str, float]:
     exp = payload.get("exp")
     expires_at = float(exp) if isinstance(exp, (int, float)) and not isinstance(exp, bool) else 0
     typ = header.get("typ")
-    if typ is None or typ == LIMITED_USER_TYP:
+    if typ == LIMITED_USER_TYP:
         return full_token, expires_at
     if typ != USER_TYP:
         raise AuthenticationError("Failed to create limited user token, invalid token type")
     uip = payload.get("uip")
     if not isinstance(uip, str) or not uip:
-        return full_token, expires_at
+        raise AuthenticationError(
+            "Failed to create limited user token, missing user identity proof"
+        )
     limited_header: dict[str, t.Any] = {"typ": LIMITED_USER_TYP, "alg": header.get("alg")}
     if header.get("kid") is not None:
         limited_header["kid"] = header["kid"]
