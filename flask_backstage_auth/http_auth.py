@@ -90,8 +90,8 @@ class HttpAuthService:
         ``backstage-auth`` cookie is read too, but only when the request has no
         ``Authorization`` header at all, and only when it holds a user token.
         Limited access is only ever allowed for GET and HEAD: for any other
-        method a limited user token is refused, by cookie or as a bearer. No credentials give ``none`` credentials,
-        which ``allow`` may refuse.
+        method a limited user token is refused, by cookie or as a bearer. No
+        credentials give ``none`` credentials, which ``allow`` may refuse.
 
         :raises AuthenticationError: 401 ``Missing credentials`` or an invalid token.
         :raises NotAllowedError: 403 ``This endpoint does not allow '<type>' credentials``.
