@@ -18,6 +18,7 @@ from flask.typing import ResponseReturnValue
 from .errors import AuthenticationError, BackstageError
 from .http_auth import check_allowed
 from .middleware import ENVIRON_CREDENTIALS_KEY
+from .mounts import Mounts
 from .paths import is_trustworthy_request_path, routing_path
 from .plugin_endpoints import INTEGRATION_PATH, PluginEndpoints
 from .policies import (
@@ -46,10 +47,9 @@ class Route:
     plugin_id: str | None
     #: The policy a view decorator sets, if any.
     view_allow: str | None
-    #: Path policies of the plugin (state and blueprints), paths relative to its mount.
-    policies: tuple[AuthPolicy, ...]
-    #: Where the plugin is mounted, e.g. ``/api/catalog``.
-    mount: str
+    #: Path policies that can apply, each with the mount its path is relative to
+    #: (the mount routing uses for the blueprint, or the plugin, it belongs to).
+    policies: tuple[tuple[str, AuthPolicy], ...]
     #: The plugin's ``http_auth`` service.
     http_auth: HttpAuthService
 
@@ -63,6 +63,7 @@ class CredentialsBarrier:
         self._routes: dict[int, tuple[object, Route]] = {}
         self._routes_version = -1
         self._endpoints = PluginEndpoints(state)
+        self._mounts_of: tuple[Flask, Mounts] | None = None
 
     def check(self) -> ResponseReturnValue | None:
         """The ``before_request`` hook (a bound method: Flask inspects it cheaply).
@@ -127,36 +128,83 @@ class CredentialsBarrier:
         if rule is not None:
             if self._routes_version != policy_version():
                 self._routes.clear()
+                self._mounts_of = None  # policies changed: warn about them again
                 self._routes_version = policy_version()
             self._routes[id(rule)] = (rule, route)
         return route
 
+    def _mounts(self, app: Flask) -> Mounts:
+        if self._mounts_of is None or self._mounts_of[0] is not app:
+            self._mounts_of = (app, Mounts(app))
+            self._warn_unmatchable(app, self._mounts_of[1])
+        return self._mounts_of[1]
+
     def _build_route(self, app: Flask, req: Request) -> Route:
-        prefix = self._state.settings.plugin_prefix
+        mounts = self._mounts(app)
+        rule = req.url_rule
         names: t.Sequence[str] = ()
         view_allow = None
-        if req.url_rule is not None:
+        inner_mount: str | None = None
+        if rule is not None:
             names = req.blueprints
             view_allow = view_policy(app.view_functions.get(req.endpoint or ""))
+            if names:
+                inner_mount = mounts.of_rule(rule, names[0])
         else:
-            path = routing_path(req.environ)
-            if path.startswith(prefix + "/"):
-                candidate = path[len(prefix) + 1 :].split("/", 1)[0]
-                if candidate in app.blueprints:
-                    names = (candidate,)
+            found = mounts.plugin_at(routing_path(req.environ))
+            if found is not None:
+                names, inner_mount = (found[0],), found[1]
         plugin_id = names[-1] if names else None
-        policies = list(self._state.policies.get(plugin_id, ()))
-        for name in names:
-            policies.extend(blueprint_policies(app.blueprints.get(name)))
-        mount = ""
-        if plugin_id is not None:
-            blueprint = app.blueprints.get(plugin_id)
-            mount = f"{prefix}/{plugin_id}"
-            custom = (blueprint.url_prefix or "").rstrip("/") if blueprint else ""
-            if custom and custom != mount:
-                mount = custom
+        policies: list[tuple[str, AuthPolicy]] = []
+        for index, name in enumerate(names):
+            mount = inner_mount if index == 0 else mounts.of(name)
+            if mount is None:
+                continue  # an unknown mount opens nothing (warned at the first request)
+            policies.extend((mount, p) for p in blueprint_policies(app.blueprints.get(name)))
+            if name == plugin_id:
+                policies.extend((mount, p) for p in self._state.policies.get(plugin_id, ()))
+        if plugin_id is None:
+            policies.extend(("", p) for p in self._state.policies.get(None, ()))
         http_auth = self._state.http_auth(plugin_id or "app")
-        return Route(plugin_id, view_allow, tuple(policies), mount, http_auth)
+        return Route(plugin_id, view_allow, tuple(policies), http_auth)
+
+    def _warn_unmatchable(self, app: Flask, mounts: Mounts) -> None:
+        """Log each policy that can never match, once per app and policy version."""
+        for plugin_id, policies in self._state.policies.items():
+            if plugin_id is not None and plugin_id not in app.blueprints:
+                for policy in policies:
+                    logger.warning(
+                        "The auth policy %r on %r for plugin %r can never match: no blueprint"
+                        " of that name is registered",
+                        policy.allow,
+                        policy.path,
+                        plugin_id,
+                    )
+        for name, blueprint in app.blueprints.items():
+            attached = [*blueprint_policies(blueprint)]
+            if "." not in name:
+                attached.extend(self._state.policies.get(name, ()))
+            if not attached:
+                continue
+            mount = mounts.of(name)
+            for policy in attached:
+                if mount is None:
+                    reason = "its mount could not be read from routing"
+                elif (
+                    policy.pattern is not None
+                    and not mounts.can_route(name, mount + policy.sample_path())
+                    and not mounts.can_route(name, mount + policy.sample_path() + "/x")
+                ):
+                    reason = f"no route of the blueprint matches it at {mount or '/'}"
+                else:
+                    continue
+                logger.warning(
+                    "The auth policy %r on %r of blueprint %r can never match: %s",
+                    policy.allow,
+                    policy.path,
+                    name,
+                    reason,
+                )
 
     def policy(self, req: Request, route: Route) -> str | None:
         """The strongest policy for this request: unauthenticated > user-cookie > none."""
@@ -165,12 +213,15 @@ class CredentialsBarrier:
         found = {route.view_allow} if route.view_allow else set()
         if route.policies:
             path = routing_path(req.environ)
-            mount = route.mount
-            if mount and (path == mount or path.startswith(mount + "/")):
-                relative = path[len(mount) :] or "/"
-                found.update(p.allow for p in route.policies if p.matches(relative))
-            elif not mount:
-                found.update(p.allow for p in route.policies if p.matches(path))
+            for mount, policy in route.policies:
+                if not mount:
+                    relative = path
+                elif path == mount or path.startswith(mount + "/"):
+                    relative = path[len(mount) :] or "/"
+                else:
+                    continue
+                if policy.matches(relative):
+                    found.add(policy.allow)
         if _UNAUTHENTICATED in found:
             return _UNAUTHENTICATED
         if _USER_COOKIE in found:

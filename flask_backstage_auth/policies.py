@@ -85,6 +85,10 @@ class AuthPolicy:
     def matches(self, relative_path: str) -> bool:
         return self.pattern is None or self.pattern.fullmatch(relative_path) is not None
 
+    def sample_path(self) -> str:
+        """A path this policy matches (``:name`` segments filled in)."""
+        return _PARAM.sub("x", self.path.rstrip("/")) if self.pattern is not None else ""
+
 
 def add_auth_policy(blueprint: Blueprint, *, path: str = "/", allow: str) -> AuthPolicy:
     """Attach a policy to a blueprint, for every app it is registered on.
