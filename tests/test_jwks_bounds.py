@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from flask import Blueprint, Flask, jsonify
 from jwt.algorithms import ECAlgorithm
 
-from flask_backstage_auth import BackstageAuth, HostDiscovery, get_credentials
+from flask_backstage_auth import BackstageAuth, ConfigError, HostDiscovery, get_credentials
 from flask_backstage_auth.testing import bearer_header
 from flask_backstage_auth.tokens import plugin as plugin_module
 from flask_backstage_auth.tokens.jwks import FetchBudget, JwksFetcher, JwksUnavailable
@@ -608,3 +608,35 @@ def test_plugin_keys_are_fetched_under_the_plugin_prefix(
             f"{live.url}{our_prefix}/peer"
         )
         assert get(app, token, our_prefix).status_code == status
+
+
+# -- settings --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("BACKSTAGE_AUTH_JWKS_WAIT", -1),
+        ("BACKSTAGE_AUTH_JWKS_MAX_BYTES", 10),
+        ("BACKSTAGE_AUTH_JWKS_MAX_BYTES", "1MB"),
+        ("BACKSTAGE_AUTH_JWKS_FETCH_BUDGET", -0.5),
+        ("BACKSTAGE_AUTH_JWKS_FETCH_BUDGET", True),
+    ],
+)
+def test_invalid_fetch_settings_fail_at_startup(key: str, value: t.Any) -> None:
+    app = Flask("bad-settings", static_folder=None)
+    app.config.update({key: value, "BACKSTAGE_CONFIG": {}})
+    with pytest.raises(ConfigError, match=key):
+        BackstageAuth(app)
+
+
+def test_fetch_settings_reach_the_one_fetcher(clock: FakeClock) -> None:
+    app = make_app(
+        "http://127.0.0.1:1",
+        clock,
+        BACKSTAGE_AUTH_JWKS_TIMEOUT=3,
+        BACKSTAGE_AUTH_JWKS_WAIT=7,
+        BACKSTAGE_AUTH_JWKS_MAX_BYTES=4096,
+    )
+    fetcher = BackstageAuth.state(app).jwks_fetcher
+    assert (fetcher.timeout, fetcher.wait, fetcher.max_bytes) == (3, 3, 4096)  # wait <= timeout
