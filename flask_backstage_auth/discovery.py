@@ -1,6 +1,7 @@
 """Where plugins live: Backstage's ``HostDiscovery``.
 
-Each plugin is at ``<backend.baseUrl>/api/<pluginId>`` unless
+Each plugin is at ``<backend.baseUrl><prefix>/<pluginId>`` (the prefix is
+``/api`` by default, the extension's ``BACKSTAGE_AUTH_PLUGIN_PREFIX``) unless
 ``discovery.endpoints`` says otherwise::
 
     discovery:
@@ -20,18 +21,28 @@ from .errors import ConfigError
 
 
 class HostDiscovery:
-    """Base URLs of plugins, from ``backend.baseUrl`` and ``discovery.endpoints``."""
+    """Base URLs of plugins, from ``backend.baseUrl`` and ``discovery.endpoints``.
+
+    :param plugin_prefix: where plugins are mounted under ``backend.baseUrl``
+        (``""`` or a path starting with ``/``); ``discovery.endpoints`` are
+        used as configured.
+    """
 
     def __init__(
         self,
         base_url: str,
         endpoints: t.Sequence[tuple[frozenset[str], str, str]] = (),
+        *,
+        plugin_prefix: str = "/api",
     ) -> None:
         self._base_url = base_url.rstrip("/")
         self._endpoints = tuple(endpoints)
+        self._prefix = plugin_prefix.rstrip("/")
 
     @classmethod
-    def from_config(cls, config: ConfigReader | t.Mapping[str, t.Any] | None) -> HostDiscovery:
+    def from_config(
+        cls, config: ConfigReader | t.Mapping[str, t.Any] | None, *, plugin_prefix: str = "/api"
+    ) -> HostDiscovery:
         """Read ``backend.baseUrl`` (required) and ``discovery.endpoints``."""
         reader = as_reader(config)
         base_url = reader.get_string("backend.baseUrl")
@@ -51,7 +62,7 @@ class HostDiscovery:
             else:
                 raise ConfigError(f"{entry.path('target')} must be a URL or {{internal, external}}")
             endpoints.append((frozenset(plugins), internal, external))
-        return cls(base_url, endpoints)
+        return cls(base_url, endpoints, plugin_prefix=plugin_prefix)
 
     def _find(self, plugin_id: str, external: bool) -> str:
         for plugins, internal_url, external_url in self._endpoints:
@@ -62,7 +73,12 @@ class HostDiscovery:
                     .replace("{{ pluginId }}", plugin_id)
                     .rstrip("/")
                 )
-        return f"{self._base_url}/api/{plugin_id}"
+        return f"{self._base_url}{self._prefix}/{plugin_id}"
+
+    def has_endpoint(self, plugin_id: str) -> bool:
+        """Whether ``discovery.endpoints`` names ``plugin_id`` (else ``backend.baseUrl``
+        finds it)."""
+        return any(plugin_id in plugins for plugins, _, _ in self._endpoints)
 
     def get_base_url(self, plugin_id: str) -> str:
         """The URL other backends use to reach ``plugin_id``."""

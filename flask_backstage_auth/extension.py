@@ -42,7 +42,7 @@ from .policies import AuthPolicy, bump_policy_version
 from .settings import Settings
 from .storage import Database, SqlPublicKeyStore
 from .tokens.external import ExternalTokenHandler
-from .tokens.jwks import JwksCache
+from .tokens.jwks import FetchBudget, JwksCache, JwksFetcher
 from .tokens.key_sets import LocalKeySet
 from .tokens.keys import InMemoryPublicKeyStore, PublicKeyStore
 from .tokens.mock import verify_mock_token
@@ -91,6 +91,12 @@ class BackstageAuthState:
             legacy_keys: t.Sequence[bytes] = token_manager.verification_keys
         else:
             legacy_keys = read_legacy_keys(config)
+        # One HTTP session, deadline and size cap for every key-set fetch.
+        self.jwks_fetcher = fetcher = JwksFetcher(
+            timeout=settings.jwks_timeout,
+            wait=settings.jwks_wait,
+            max_bytes=settings.jwks_max_bytes,
+        )
         handlers = [
             *builtin_handlers(
                 clock=clock,
@@ -98,6 +104,7 @@ class BackstageAuthState:
                 max_lifetime_leeway=settings.max_lifetime_leeway,
                 jwks_timeout=settings.jwks_timeout,
                 jwks_cooldown=settings.jwks_cooldown,
+                jwks_fetcher=fetcher,
             ),
             *external_token_handlers,
         ]
@@ -113,7 +120,7 @@ class BackstageAuthState:
         backend = document.setdefault("backend", {})
         if isinstance(backend, dict):
             backend.setdefault("baseUrl", _DEFAULT_BASE_URL)
-        self.discovery = HostDiscovery.from_config(document)
+        self.discovery = HostDiscovery.from_config(document, plugin_prefix=settings.plugin_prefix)
         app_ref = weakref.ref(app)
 
         def local_plugins() -> t.Collection[str]:
@@ -136,7 +143,7 @@ class BackstageAuthState:
         self.user_tokens = UserTokenHandler(
             JwksCache(
                 self.discovery.get_base_url("auth") + "/.well-known/jwks.json",
-                timeout=settings.jwks_timeout,
+                fetcher=fetcher,
                 cooldown=settings.jwks_cooldown,
                 clock=clock,
             ),
@@ -154,8 +161,9 @@ class BackstageAuthState:
             clock=clock,
             leeway=settings.leeway,
             max_lifetime_leeway=settings.max_lifetime_leeway,
-            jwks_timeout=settings.jwks_timeout,
             jwks_cooldown=settings.jwks_cooldown,
+            jwks_fetcher=fetcher,
+            fetch_budget=FetchBudget(settings.jwks_fetch_budget, clock=clock),
         )
         # Backstage's order: plugin tokens, user tokens, then external access.
         first_party: list[TokenHandler] = []

@@ -19,6 +19,7 @@ from .credentials import PERMISSION_ACTIONS, AccessRestrictions
 from .errors import AuthenticationError, ConfigError
 from .secrets import validate_secret
 from .tokens.external import ExternalTokenHandler, ExternalTokenResult
+from .tokens.jwks import JwksFetcher
 from .tokens.jwks_access import jwks_token_handler
 from .tokens.legacy import InvalidToken, LegacyTokenContext, verify_external_legacy_token
 from .tokens.static import static_token_handler
@@ -217,12 +218,17 @@ def builtin_handlers(
     max_lifetime_leeway: float = 60,
     jwks_timeout: float = 5,
     jwks_cooldown: float = 30,
+    jwks_fetcher: JwksFetcher | None = None,
 ) -> list[ExternalTokenHandler[t.Any]]:
     """The ``static``, ``legacy`` and ``jwks`` handlers."""
     return [
         static_token_handler,
         legacy_token_handler(clock=clock, leeway=leeway, max_lifetime_leeway=max_lifetime_leeway),
         jwks_token_handler(
-            clock=clock, leeway=leeway, timeout=jwks_timeout, cooldown=jwks_cooldown
+            clock=clock,
+            leeway=leeway,
+            timeout=jwks_timeout,
+            cooldown=jwks_cooldown,
+            fetcher=jwks_fetcher,
         ),
     ]

@@ -27,9 +27,14 @@ DEFAULTS: dict[str, t.Any] = {
     "BACKSTAGE_AUTH_CACHE_TTL": 60,
     # Accept mock-*-token strings; only ever with TESTING on.
     "BACKSTAGE_AUTH_ACCEPT_MOCK_TOKENS": False,
-    # JWKS fetches for externalAccess type jwks.
+    # Key-set (JWKS) fetches: total seconds for one fetch, seconds a request
+    # waits for one, the largest document, the cooldown between refetches.
     "BACKSTAGE_AUTH_JWKS_TIMEOUT": 5,
+    "BACKSTAGE_AUTH_JWKS_WAIT": 2,
+    "BACKSTAGE_AUTH_JWKS_MAX_BYTES": 256 * 1024,
     "BACKSTAGE_AUTH_JWKS_COOLDOWN": 30,
+    # Fetches a second for plugins that only backend.baseUrl finds (0: none).
+    "BACKSTAGE_AUTH_JWKS_FETCH_BUDGET": 5,
     # Where plugins are mounted: <prefix>/<plugin id>.
     "BACKSTAGE_AUTH_PLUGIN_PREFIX": "/api",
     # A database for plugin keys when the app has no Flask-SQLAlchemy ``db``.
@@ -57,7 +62,10 @@ class Settings:
     cache_ttl: float
     accept_mock_tokens: bool
     jwks_timeout: float
+    jwks_wait: float
+    jwks_max_bytes: int
     jwks_cooldown: float
+    jwks_fetch_budget: float
     plugin_prefix: str
     cookie_samesite: str
 
@@ -85,8 +93,11 @@ class Settings:
             cache_ttl=_number(app, "BACKSTAGE_AUTH_CACHE_TTL", 0),
             accept_mock_tokens=accept_mock,
             jwks_timeout=_number(app, "BACKSTAGE_AUTH_JWKS_TIMEOUT", 0.1),
+            jwks_wait=_number(app, "BACKSTAGE_AUTH_JWKS_WAIT", 0),
+            jwks_max_bytes=int(_number(app, "BACKSTAGE_AUTH_JWKS_MAX_BYTES", 1024)),
             # Below 30 s only in tests: a forged kid must not make us a fetch loop.
             jwks_cooldown=_number(app, "BACKSTAGE_AUTH_JWKS_COOLDOWN", 0 if app.testing else 30),
+            jwks_fetch_budget=_number(app, "BACKSTAGE_AUTH_JWKS_FETCH_BUDGET", 0),
             plugin_prefix=prefix.rstrip("/"),
             cookie_samesite=samesite,
         )

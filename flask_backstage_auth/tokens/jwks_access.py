@@ -12,7 +12,7 @@ from ..config import ConfigReader
 from ..errors import ConfigError
 from .claims import InvalidClaims, check_times
 from .external import ExternalTokenHandler, ExternalTokenResult
-from .jwks import ASYMMETRIC_ALGORITHMS, JwksCache, JwksUnavailable
+from .jwks import ASYMMETRIC_ALGORITHMS, JwksCache, JwksFetcher, JwksUnavailable
 from .key_sets import UnusableHeader, decode_with_key_set
 from .legacy import is_compact_jws
 
@@ -57,9 +57,18 @@ class JwksContext:
 
 
 def jwks_token_handler(
-    *, clock: Clock, leeway: float = 0, timeout: float = 5, cooldown: float = 30
+    *,
+    clock: Clock,
+    leeway: float = 0,
+    timeout: float = 5,
+    cooldown: float = 30,
+    fetcher: JwksFetcher | None = None,
 ) -> ExternalTokenHandler[JwksContext]:
-    """The ``jwks`` handler, with the extension's clock and fetch settings."""
+    """The ``jwks`` handler, with the extension's clock and fetch settings.
+
+    :param fetcher: fetches every entry's key set (default: one with ``timeout``).
+    """
+    jwks_fetcher = fetcher or JwksFetcher(timeout=timeout)
 
     def initialize(options: ConfigReader) -> JwksContext:
         url = options.get_string("url")
@@ -83,7 +92,7 @@ def jwks_token_handler(
                 )
         prefix = options.get_optional_string("subjectPrefix")
         return JwksContext(
-            JwksCache(url, timeout=timeout, cooldown=cooldown, clock=clock),
+            JwksCache(url, fetcher=jwks_fetcher, cooldown=cooldown, clock=clock),
             algorithms,
             _string_list(options, "issuer"),
             _string_list(options, "audience"),

@@ -5,13 +5,23 @@ source; the target verifies it with the **source** plugin's published keys
 (``<source base URL>/.backstage/auth/v1/jwks.json``, found through
 discovery), or directly with this app's key source when the source plugin is
 one of its own.
+
+A token's ``sub`` is not authenticated until its signature is checked, so
+the key sets of plugins that only ``backend.baseUrl`` finds (any ``sub`` an
+attacker writes) are bounded: their fetches share a :class:`FetchBudget`,
+failed URLs are remembered for a cooldown in a bounded table, and good sets
+live in a bounded cache. Plugins this app serves, or that
+``discovery.endpoints`` names, are bounded by configuration instead.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
+import threading
 import typing as t
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import jwt
@@ -20,7 +30,14 @@ from ..clock import Clock
 from ..discovery import HostDiscovery
 from ..errors import AuthenticationError
 from .claims import InvalidClaims, check_times
-from .jwks import JwksCache, JwksUnavailable
+from .jwks import (
+    DEFAULT_FETCH_BUDGET,
+    FetchBudget,
+    JwksCache,
+    JwksFetcher,
+    JwksUnavailable,
+    default_fetcher,
+)
 from .key_sets import KeySet, UnusableHeader, decode_with_key_set
 from .keys import KeySource
 from .user import UserTokenHandler, VerifiedUserToken, unverified_parts
@@ -32,6 +49,10 @@ PLUGIN_TYP = "vnd.backstage.plugin"
 PLUGIN_TOKEN_LIFETIME = 3600
 JWKS_PATH = "/.backstage/auth/v1/jwks.json"
 _PLUGIN_ID = re.compile(r"[a-z0-9_-]+", re.IGNORECASE)
+#: Key sets kept for plugins that only ``backend.baseUrl`` finds.
+KEY_SET_CACHE_SIZE = 100
+#: Failed key-set URLs remembered (each for the JWKS cooldown).
+FAILED_CACHE_SIZE = 1000
 
 
 @dataclass(frozen=True)
@@ -46,6 +67,14 @@ class VerifiedPluginToken:
     obo_token: str | None = None
 
 
+class _LazyKeySet:
+    def __init__(self, resolve: t.Callable[[], KeySet]) -> None:
+        self._resolve = resolve
+
+    def get_key(self, kid: str | None, alg: str) -> jwt.PyJWK | None:
+        return self._resolve().get_key(kid, alg)
+
+
 class PluginTokenHandler:
     """Issues and verifies plugin tokens.
 
@@ -53,6 +82,9 @@ class PluginTokenHandler:
     :param discovery: finds other plugins' JWKS.
     :param local_plugins: the plugin ids this app serves (their keys are ours).
     :param user_tokens: verifies the ``obo`` claim.
+    :param jwks_fetcher: fetches other plugins' key sets.
+    :param fetch_budget: the fetches allowed for plugins that only
+        ``backend.baseUrl`` finds (default: 5 a second).
     """
 
     def __init__(
@@ -66,8 +98,9 @@ class PluginTokenHandler:
         clock: Clock,
         leeway: float = 0,
         max_lifetime_leeway: float = 60,
-        jwks_timeout: float = 5,
         jwks_cooldown: float = 30,
+        jwks_fetcher: JwksFetcher | None = None,
+        fetch_budget: FetchBudget | None = None,
     ) -> None:
         self.key_source = key_source
         self._local_key_set = local_key_set
@@ -77,9 +110,17 @@ class PluginTokenHandler:
         self._clock = clock
         self._leeway = leeway
         self._max_lifetime_leeway = max_lifetime_leeway
-        self._jwks_timeout = jwks_timeout
         self._jwks_cooldown = jwks_cooldown
-        self._remote: dict[str, JwksCache] = {}
+        self._fetcher = jwks_fetcher or default_fetcher()
+        self._budget = fetch_budget or FetchBudget(DEFAULT_FETCH_BUDGET, clock=clock)
+        self._lock = threading.Lock()
+        # discovery.endpoints plugins: as many as the configuration names.
+        self._configured: dict[str, JwksCache] = {}
+        # backend.baseUrl plugins: good sets (least recently used first),
+        # fetches not yet settled, and failures by URL digest (with when).
+        self._cached: OrderedDict[str, JwksCache] = OrderedDict()
+        self._pending: dict[str, JwksCache] = {}
+        self._failed: OrderedDict[bytes, float] = OrderedDict()
 
     # -- issuing ---------------------------------------------------------
 
@@ -117,12 +158,62 @@ class PluginTokenHandler:
         if plugin_id in self._local_plugins():
             return self._local_key_set
         url = self._discovery.get_base_url(plugin_id) + JWKS_PATH
-        cache = self._remote.get(url)
-        if cache is None:
-            cache = self._remote[url] = JwksCache(
-                url, timeout=self._jwks_timeout, cooldown=self._jwks_cooldown, clock=self._clock
-            )
-        return cache
+        if self._discovery.has_endpoint(plugin_id):
+            with self._lock:
+                cache = self._configured.get(url)
+                if cache is None:
+                    cache = self._configured[url] = self._new_cache(url)
+            return cache
+        # Resolved only when the key is asked for: after the header's checks.
+        return _LazyKeySet(lambda: self._base_url_key_set(url))
+
+    def _new_cache(self, url: str, budget: FetchBudget | None = None) -> JwksCache:
+        return JwksCache(
+            url,
+            fetcher=self._fetcher,
+            cooldown=self._jwks_cooldown,
+            clock=self._clock,
+            budget=budget,
+            on_settled=self._settled if budget is not None else None,
+        )
+
+    def _base_url_key_set(self, url: str) -> KeySet:
+        """The key set at ``url`` when only ``backend.baseUrl`` led there: any
+        ``sub`` does, so new URLs cost budget and failures are remembered."""
+        digest = hashlib.sha256(url.encode()).digest()
+        with self._lock:
+            cache = self._cached.get(url)
+            if cache is not None:
+                self._cached.move_to_end(url)
+                return cache
+            cache = self._pending.get(url)
+            if cache is not None:
+                return cache
+            failed_at = self._failed.get(digest)
+            if failed_at is not None and 0 <= self._clock() - failed_at < self._jwks_cooldown:
+                raise JwksUnavailable("fetched and failed recently")
+            cache = self._new_cache(url, self._budget)
+            if not cache.start_fetch():
+                raise JwksUnavailable("no fetch left in the budget")
+            self._pending[url] = cache
+            return cache
+
+    def _settled(self, cache: JwksCache) -> None:
+        """A fetch for a ``backend.baseUrl`` plugin ended: keep its set, or its failure."""
+        with self._lock:
+            if self._pending.get(cache.url) is not cache:
+                return  # a refresh of a set already kept (or dropped)
+            del self._pending[cache.url]
+            if cache.has_keys:
+                self._cached[cache.url] = cache
+                while len(self._cached) > KEY_SET_CACHE_SIZE:
+                    self._cached.popitem(last=False)
+            else:
+                digest = hashlib.sha256(cache.url.encode()).digest()
+                self._failed.pop(digest, None)
+                self._failed[digest] = self._clock()
+                while len(self._failed) > FAILED_CACHE_SIZE:
+                    self._failed.popitem(last=False)
 
     def verify(self, token: str) -> VerifiedPluginToken | None:
         """The verified plugin token; ``None`` when it is not a plugin token.
