@@ -34,7 +34,7 @@ from .credentials import Credentials
 from .discovery import HostDiscovery
 from .external_access import ExternalAccess, builtin_handlers
 from .http_auth import CookieSettings, HttpAuthService
-from .legacy import ServerTokenManager, TokenManager, read_legacy_keys
+from .legacy import ServerTokenManager, TokenManager
 from .middleware import get_middleware_credentials
 from .permissions import PermissionPolicy, PermissionsService
 from .plugin_keys import key_source_from_config
@@ -87,10 +87,11 @@ class BackstageAuthState:
                 allow_disabled=True,
             )
         self.token_manager = token_manager
+        # Config keys are read by ExternalAccess, each with its restrictions;
+        # this adds the token manager's own (a generated development key).
+        legacy_keys: t.Sequence[bytes] = ()
         if isinstance(token_manager, ServerTokenManager):
-            legacy_keys: t.Sequence[bytes] = token_manager.verification_keys
-        else:
-            legacy_keys = read_legacy_keys(config)
+            legacy_keys = token_manager.verification_keys
         # One HTTP session, deadline and size cap for every key-set fetch.
         self.jwks_fetcher = fetcher = JwksFetcher(
             timeout=settings.jwks_timeout,

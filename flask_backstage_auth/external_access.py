@@ -1,9 +1,10 @@
 """``backend.auth.externalAccess``: callers outside the backend, by config.
 
-Entries are tried in config order, then the deprecated ``backend.auth.keys``
-as ``legacy`` entries with subject ``external:backstage-plugin``. The first
-handler that recognises the token wins; its entry's ``accessRestrictions``
-decide which plugins the token may call.
+Entries are tried in config order, then each entry of the deprecated
+``backend.auth.keys`` as a ``legacy`` entry with subject
+``external:backstage-plugin``. The first handler that recognises the token
+wins; its entry's ``accessRestrictions`` (on a ``backend.auth.keys`` entry
+too, as Backstage reads them) decide which plugins the token may call.
 """
 
 from __future__ import annotations
@@ -37,11 +38,29 @@ RestrictionsByPlugin = t.Optional[t.Mapping[str, AccessRestrictions]]
 
 
 @dataclass(frozen=True)
+class LegacySecret:
+    """A configured legacy secret, with the restrictions of the entry declaring it."""
+
+    key: bytes
+    restrictions: RestrictionsByPlugin
+    #: The entry, e.g. ``backend.auth.keys[0]`` or ``backend.auth.externalAccess[2]``.
+    path: str
+    #: Declared in the deprecated ``backend.auth.keys``.
+    deprecated_keys: bool
+
+
+@dataclass(frozen=True)
 class ExternalAccessEntry:
     handler: ExternalTokenHandler[t.Any]
     context: t.Any
     restrictions: RestrictionsByPlugin
     path: str
+
+
+def _required_secret(options: ConfigReader) -> bytes:
+    if not options.has("secret"):
+        raise ConfigError(f"Missing required config value at '{options.path('secret')}'")
+    return validate_secret(options.get("secret"), options.path("secret"))
 
 
 def legacy_token_handler(
@@ -50,14 +69,12 @@ def legacy_token_handler(
     """The ``legacy`` handler: HS256 tokens with a configured secret."""
 
     def initialize(options: ConfigReader) -> LegacyTokenContext:
-        if not options.has("secret"):
-            raise ConfigError(f"Missing required config value at '{options.path('secret')}'")
         secret = options.get("secret")
-        if not isinstance(secret, str) or not _NON_SPACE.fullmatch(secret):
+        if secret is not None and (not isinstance(secret, str) or not _NON_SPACE.fullmatch(secret)):
             raise ConfigError(
                 f"Illegal secret, must be a valid base64 string (at {options.path('secret')})"
             )
-        key = validate_secret(secret, options.path("secret"))
+        key = _required_secret(options)
         subject = options.get_string("subject")
         if not _NON_SPACE.fullmatch(subject):
             raise ConfigError(
@@ -131,6 +148,58 @@ def read_access_restrictions(entry: ConfigReader) -> RestrictionsByPlugin:
     return restrictions or None
 
 
+def read_legacy_secrets(config: ConfigReader) -> list[LegacySecret]:
+    """Every legacy secret: ``backend.auth.keys`` entries, then ``legacy`` external access.
+
+    Each secret carries its own entry's ``accessRestrictions``, validated as
+    for any ``externalAccess`` entry (errors name the entry's path).
+
+    :raises ConfigError: a missing or invalid secret or restriction, or one
+        secret declared by two entries with different restrictions (which of
+        them applies would depend on the order of the entries, and the token
+        manager of old-style plugins could not tell).
+    """
+    secrets = [
+        LegacySecret(_required_secret(entry), read_access_restrictions(entry), entry.prefix, True)
+        for entry in config.get_config_list("backend.auth.keys")
+    ]
+    for entry in config.get_config_list("backend.auth.externalAccess"):
+        if entry.get("type") == "legacy":
+            key = _required_secret(entry.get_config("options"))
+            secrets.append(LegacySecret(key, read_access_restrictions(entry), entry.prefix, False))
+    first: dict[bytes, LegacySecret] = {}
+    for secret in secrets:
+        earlier = first.setdefault(secret.key, secret)
+        if earlier.restrictions != secret.restrictions:
+            raise ConfigError(
+                f"The secret at '{secret.path}' is also declared at '{earlier.path}' with other"
+                " 'accessRestrictions'; a secret must have one set of restrictions"
+            )
+    return secrets
+
+
+def _token_manager_keys(
+    legacy_keys: t.Sequence[bytes], secrets: t.Sequence[LegacySecret]
+) -> list[bytes]:
+    """The keys of ``legacy_keys`` that the config does not declare.
+
+    :raises ConfigError: one of them is a restricted secret of the config.
+    """
+    declared = {secret.key: secret for secret in secrets}
+    extra: list[bytes] = []
+    for key in legacy_keys:
+        secret = declared.get(key)
+        if secret is not None and secret.restrictions is not None:
+            raise ConfigError(
+                f"The token manager verifies the secret at '{secret.path}', which has"
+                " 'accessRestrictions' it cannot enforce; give it unrestricted secrets only"
+                " (ServerTokenManager.from_config leaves restricted ones out)"
+            )
+        if secret is None and key not in extra:
+            extra.append(key)
+    return extra
+
+
 class ExternalAccess:
     """The configured external access entries, in order."""
 
@@ -151,8 +220,11 @@ class ExternalAccess:
         """Build and validate every entry; errors name the entry's path.
 
         :param handlers: the handler types (built-in and custom), unique by type.
-        :param legacy_keys: keys of ``backend.auth.keys`` (and a development
-            key), appended last with subject ``external:backstage-plugin``.
+        :param legacy_keys: the keys the app's token manager verifies. Those
+            the config does not declare (a generated development key) are
+            appended last, unrestricted, with subject ``external:backstage-plugin``.
+        :raises ConfigError: an invalid entry; a secret declared twice with
+            different restrictions; a restricted secret among ``legacy_keys``.
         """
         by_type: dict[str, ExternalTokenHandler[t.Any]] = {}
         for handler in handlers:
@@ -186,20 +258,30 @@ class ExternalAccess:
                     entry_handler, context, read_access_restrictions(entry), entry.prefix
                 )
             )
-        if config.get_config_list("backend.auth.keys"):
+        secrets = read_legacy_secrets(config)
+        if any(secret.deprecated_keys for secret in secrets):
             logger.warning(
                 "DEPRECATION WARNING: The backend.auth.keys config has been replaced by"
                 " backend.auth.externalAccess, see"
                 " https://backstage.io/docs/auth/service-to-service-auth"
             )
-        if legacy_keys:
-            legacy = legacy_token_handler(
-                clock=clock, leeway=leeway, max_lifetime_leeway=max_lifetime_leeway
-            )
-            context = LegacyTokenContext(
-                legacy_keys, LEGACY_KEYS_SUBJECT, clock, leeway, max_lifetime_leeway
-            )
-            entries.append(ExternalAccessEntry(legacy, context, None, "backend.auth.keys"))
+        legacy = legacy_token_handler(
+            clock=clock, leeway=leeway, max_lifetime_leeway=max_lifetime_leeway
+        )
+
+        def keys_context(keys: t.Sequence[bytes]) -> LegacyTokenContext:
+            return LegacyTokenContext(keys, LEGACY_KEYS_SUBJECT, clock, leeway, max_lifetime_leeway)
+
+        for secret in secrets:
+            if secret.deprecated_keys:
+                entries.append(
+                    ExternalAccessEntry(
+                        legacy, keys_context([secret.key]), secret.restrictions, secret.path
+                    )
+                )
+        extra = _token_manager_keys(legacy_keys, secrets)
+        if extra:
+            entries.append(ExternalAccessEntry(legacy, keys_context(extra), None, "token manager"))
         return cls(entries)
 
     def verify(self, token: str) -> tuple[ExternalTokenResult, RestrictionsByPlugin] | None:

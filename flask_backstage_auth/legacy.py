@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from .clock import Clock, system_clock
 from .config import ConfigReader, as_reader
 from .errors import AuthenticationError, ConfigError
-from .secrets import validate_secret
+from .external_access import read_legacy_secrets
 from .tokens.legacy import (
     InvalidToken,
     LegacyTokenContext,
@@ -35,6 +35,15 @@ NO_KEYS_MESSAGE = (
     " (for example: backend.auth.keys: [{secret: ${BACKEND_SECRET}}]; generate a"
     " secret with 'flask backstage-auth generate-secret'), or run in development"
     " mode (app.debug or app.testing) to use a generated per-process key."
+)
+
+
+RESTRICTED_ONLY_MESSAGE = (
+    "Every key in backend.auth.keys and in 'legacy' backend.auth.externalAccess entries"
+    " has accessRestrictions, and a token manager cannot enforce them (it does not know"
+    " which plugin a token is presented to): configure at least one key without"
+    " accessRestrictions for production, or run in development mode (app.debug or"
+    " app.testing) to use a generated per-process key."
 )
 
 
@@ -148,11 +157,23 @@ class ServerTokenManager:
     ) -> ServerTokenManager:
         """Keys from ``backend.auth.keys`` and ``legacy`` ``externalAccess`` entries.
 
-        :raises ConfigError: an entry has no valid secret, or there are no keys
-            outside development.
+        Only the entries without ``accessRestrictions`` (see
+        :func:`read_legacy_keys`): the first of them signs.
+
+        :raises ConfigError: an entry has no valid secret or invalid
+            restrictions, or there are no unrestricted keys outside
+            development (unless ``allow_disabled``).
         """
+        reader = as_reader(config)
+        keys = read_legacy_keys(reader)
+        if not keys and read_legacy_secrets(reader):
+            if not development and not allow_disabled:
+                raise ConfigError(RESTRICTED_ONLY_MESSAGE)
+            (logger or globals()["logger"]).warning(
+                "Every legacy key has accessRestrictions: the token manager uses none of them"
+            )
         return cls(
-            read_legacy_keys(as_reader(config)),
+            keys,
             development=development,
             logger=logger,
             clock=clock,
@@ -203,17 +224,13 @@ class ServerTokenManager:
 
 
 def read_legacy_keys(config: ConfigReader) -> list[bytes]:
-    """Decoded secrets of ``backend.auth.keys`` then ``legacy`` external access."""
-    keys = []
-    for entry in config.get_config_list("backend.auth.keys"):
-        if not entry.has("secret"):
-            raise ConfigError(f"Missing required config value at '{entry.path('secret')}'")
-        keys.append(validate_secret(entry.get("secret"), entry.path("secret")))
-    for entry in config.get_config_list("backend.auth.externalAccess"):
-        if entry.get("type") != "legacy":
-            continue
-        options = entry.get_config("options")
-        if not options.has("secret"):
-            raise ConfigError(f"Missing required config value at '{options.path('secret')}'")
-        keys.append(validate_secret(options.get("secret"), options.path("secret")))
-    return keys
+    """Decoded secrets of ``backend.auth.keys`` then ``legacy`` external access.
+
+    Entries with ``accessRestrictions`` are left out: a token manager answers
+    for every plugin at once, so it could not keep a token to the plugins its
+    entry names. Their tokens reach new-style plugins through the ``auth``
+    service, which enforces the restrictions.
+
+    :raises ConfigError: see :func:`~flask_backstage_auth.external_access.read_legacy_secrets`.
+    """
+    return [secret.key for secret in read_legacy_secrets(config) if secret.restrictions is None]

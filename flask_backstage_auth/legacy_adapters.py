@@ -30,12 +30,15 @@ Two directions:
       )
 
   The token manager for old plugins is simply ``BackstageAuth.state(app).token_manager``:
-  it mints and checks the legacy ``backend.auth.keys`` tokens. User tokens
-  (and anything else the new ``auth`` service accepts as a *user*) reach the
-  old plugin through :func:`identity_from_auth`. Service tokens other than
-  legacy ones (``static`` or ``jwks`` external access, plugin tokens) are
-  service principals, which an ``IdentityApi`` cannot represent: an old plugin
-  refuses them, exactly as it would in an old Backstage backend.
+  it mints and checks the legacy tokens of the keys **without**
+  ``accessRestrictions`` (``backend.auth.keys`` and ``legacy`` external
+  access); a restricted key's token never passes it. User tokens (and
+  anything else the new ``auth`` service accepts as a full, unrestricted
+  *user*) reach the old plugin through :func:`identity_from_auth`. Service
+  tokens other than legacy ones (``static`` or ``jwks`` external access,
+  plugin tokens) are service principals, which an ``IdentityApi`` cannot
+  represent: an old plugin refuses them, exactly as it would in an old
+  Backstage backend.
 
 Where the compat services deliberately differ from Backstage (they fail closed):
 
@@ -48,6 +51,13 @@ Where the compat services deliberately differ from Backstage (they fail closed):
   given; it is not ported, so without an ``identity`` every user token (three
   parts, decoded ``aud == "backstage"``) is refused with ``Invalid user token``.
 * An empty or oversized token is refused even by a noop token manager.
+* Restricted credentials never become unrestricted ones: the token manager
+  verifies unrestricted keys only (Backstage's shim for old plugins accepts
+  any service token the plugin's ``auth`` accepts, and its
+  ``ServerTokenManager`` every legacy key); :func:`identity_from_auth` refuses
+  limited and restricted users; :meth:`AuthCompat.get_plugin_request_token`
+  refuses restricted service credentials (Backstage mints them an
+  unrestricted legacy token).
 """
 
 from __future__ import annotations
@@ -75,7 +85,7 @@ from .credentials import (
     UserPrincipal,
 )
 from .discovery import HostDiscovery
-from .errors import AuthenticationError, BackstageError, InputError
+from .errors import AuthenticationError, BackstageError, InputError, NotAllowedError
 from .http_auth import USER_COOKIE_NAME, AllowedPrincipal, HttpAuthService, check_allowed
 from .legacy import TokenManager
 from .middleware import LEGACY_SERVICE_SUBJECT, IdentityApi
@@ -107,6 +117,13 @@ NO_TOKEN_MANAGER_MESSAGE = (
     " token manager (BackstageAuth.state(app).token_manager or"
     " ServerTokenManager.from_config(...)), or ServerTokenManager.noop() to accept"
     " any non-user token on purpose."
+)
+
+
+#: Why restricted credentials do not cross into the old system.
+RESTRICTED_MESSAGE = (
+    "This token's access is restricted, and the old backend system cannot enforce"
+    " access restrictions"
 )
 
 
@@ -220,6 +237,15 @@ def _numeric_exp(claims: t.Mapping[str, t.Any]) -> float | None:
     return float(exp)
 
 
+def _is_restricted(credentials: Credentials) -> bool:
+    """Whether any access restriction applies to ``credentials``."""
+    principal = credentials.principal
+    return (
+        credentials.all_access_restrictions is not None
+        or getattr(principal, "access_restrictions", None) is not None
+    )
+
+
 def _request_with_bearer(token: str) -> Request:
     builder = EnvironBuilder(headers=[("Authorization", f"Bearer {token}")])
     try:
@@ -310,11 +336,15 @@ class AuthCompat:
         credentials forward the **full** user token; ``none`` credentials get
         ``""`` (unlike the new system, which refuses them).
 
+        :raises NotAllowedError: restricted service credentials (a legacy
+            token would carry none of their restrictions; Backstage issues one).
         :raises AuthenticationError: user credentials without a token, or any
             other principal type.
         """
         principal_type = on_behalf_of.principal.type
         if principal_type == "service":
+            if _is_restricted(on_behalf_of):
+                raise NotAllowedError(RESTRICTED_MESSAGE)
             return PluginRequestToken(self.token_manager.get_token().token)
         if principal_type == "user":
             if not on_behalf_of.token:
@@ -515,6 +545,11 @@ class _AuthServiceIdentity:
         principal = credentials.principal
         if not isinstance(principal, UserPrincipal):
             raise AuthenticationError("Token is not a user token")
+        # A LegacyIdentity is a full, unrestricted user: nothing narrower may become one.
+        if credentials.limited:
+            raise AuthenticationError("Illegal limited user token")
+        if _is_restricted(credentials):
+            raise NotAllowedError(RESTRICTED_MESSAGE)
         return LegacyIdentity(principal.user_entity_ref, (), token)
 
 
@@ -526,9 +561,17 @@ def identity_from_auth(auth_service: AuthServiceLike) -> IdentityApi:
     token the new services accept works), and returns a
     :class:`LegacyIdentity` for a user; ownership refs are always empty.
 
+    A :class:`LegacyIdentity` is a full user without restrictions, so only
+    such a user becomes one: a limited user token, or a user with access
+    restrictions (a scoped personal access token), is refused, even where the
+    restrictions name the service's plugin (the old plugin could not keep to
+    them). Backstage's identity shim has no user restrictions to refuse.
+
     :raises AuthenticationError: (from ``get_identity``) the token is invalid,
-        or is not a user token (``Token is not a user token``).
+        is a limited user token (``Illegal limited user token``), or is not a
+        user token (``Token is not a user token``).
     :raises NotAllowedError: (from ``get_identity``) the token's access
-        restrictions exclude the service's plugin.
+        restrictions exclude the service's plugin, or it has any
+        restrictions at all (:data:`RESTRICTED_MESSAGE`).
     """
     return _AuthServiceIdentity(auth_service)
