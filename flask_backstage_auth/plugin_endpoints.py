@@ -5,8 +5,9 @@
 * ``GET /api/<plugin>/.backstage/auth/v1/cookie``: issue the ``backstage-auth``
   user cookie, ``200 {"expiresAt": ...}``; ``DELETE``: clear it, ``204``
   (served after the barrier, so they need credentials like any route). Their
-  answers are never cached (``no-store``: the ``Set-Cookie`` carries a token),
-  and neither reads a body: a declared body over 64 KiB is a 413.
+  answers are never cached (``no-store``: the ``Set-Cookie`` carries a token).
+
+None of them reads a body: one declaring more than 64 KiB is a 413.
 
 They exist for every plugin this app serves, including blueprints registered
 after ``init_app``, without touching the app's URL map.
@@ -53,6 +54,7 @@ class PluginEndpoints:
         target = self._target(request)
         if target is None or target[1] != "jwks.json" or request.method not in ("GET", "HEAD"):
             return None
+        bound_request_body()
         return jsonify(self._state.auth(target[0]).list_public_service_keys())
 
     def after_barrier(self, request: Request) -> Response | None:

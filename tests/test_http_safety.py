@@ -179,6 +179,7 @@ def test_the_auth_backend_and_the_cookie_endpoint_bound_bodies(
         ("DELETE", COOKIE, owner),
         ("GET", "/api/catalog/.backstage/auth/v1/cookie", owner),
         ("GET", "/api/auth/.well-known/jwks.json", {}),
+        ("GET", "/api/catalog/.backstage/auth/v1/jwks.json", {}),
     ):
         response = client.open(path, method=method, data=big, headers=headers)
         assert response.status_code == 413, (method, path, response.get_data(as_text=True))
@@ -187,6 +188,7 @@ def test_the_auth_backend_and_the_cookie_endpoint_bound_bodies(
     # Without a body they work.
     assert client.get(COOKIE, headers=owner).status_code == 200
     assert client.get("/api/auth/.well-known/jwks.json").status_code == 200
+    assert client.get("/api/catalog/.backstage/auth/v1/jwks.json").status_code == 200
 
 
 def test_guest_refresh_bounds_its_body(client: FlaskClient) -> None:
