@@ -20,6 +20,9 @@ verifies with the same key. :class:`AuthBackend` mounts the ``auth`` plugin:
   ``guest/start`` and ``guest/handler/frame`` answer 501.
 
 The whole plugin is open (``unauthenticated``), as Backstage's auth plugin is.
+It reads no request body: a declared body over 64 KiB is a 413, and the limit
+is set on the request for anything that would read one. A response holding a
+user token is never cached (``Cache-Control: no-store``).
 
 Keys: by default a per-process :class:`~flask_backstage_auth.tokens.keys.RotatingKeySource`
 over an in-memory store. With several instances behind one URL, give every
@@ -44,6 +47,7 @@ from .clock import Clock, system_clock
 from .config import ConfigReader
 from .errors import BackstageError, ConfigError, NotAllowedError
 from .extension import BackstageAuth, BackstageAuthState
+from .http_safety import bound_request_body, no_store
 from .policies import add_auth_policy
 from .tokens.key_sets import LocalKeySet
 from .tokens.keys import (
@@ -335,6 +339,7 @@ class AuthBackendState:
     def _blueprint(self, plugin_prefix: str) -> Blueprint:
         bp = Blueprint(AUTH_PLUGIN_ID, __name__, url_prefix=f"{plugin_prefix}/{AUTH_PLUGIN_ID}")
         add_auth_policy(bp, path="/", allow="unauthenticated")
+        bp.before_request(_bound_body)
         bp.add_url_rule("/.well-known/jwks.json", "jwks", self.jwks, methods=["GET"])
         if self.guest is not None:
             bp.add_url_rule(
@@ -378,8 +383,11 @@ class AuthBackendState:
                 },
             }
         )
-        response.headers["Cache-Control"] = "no-store"
-        return response
+        return no_store(response)
+
+
+def _bound_body() -> None:
+    bound_request_body()
 
 
 def _not_implemented() -> t.NoReturn:

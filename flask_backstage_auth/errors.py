@@ -130,6 +130,13 @@ class ConflictError(BackstageError):
     error_name = "ConflictError"
 
 
+class PayloadTooLargeError(BackstageError):
+    """413: the request body is larger than the endpoint reads (Express's name)."""
+
+    code = 413
+    error_name = "PayloadTooLargeError"
+
+
 class ServiceUnavailableError(BackstageError):
     """503: a dependency (a key store, a database) is not reachable."""
 

@@ -4,7 +4,10 @@
   plugin's tokens; open to all (served before the credentials barrier).
 * ``GET /api/<plugin>/.backstage/auth/v1/cookie``: issue the ``backstage-auth``
   user cookie, ``200 {"expiresAt": ...}``; ``DELETE``: clear it, ``204``
-  (served after the barrier, so they need credentials like any route).
+  (served after the barrier, so they need credentials like any route). Their
+  answers are never cached (``no-store``: the ``Set-Cookie`` carries a token).
+
+None of them reads a body: one declaring more than 64 KiB is a 413.
 
 They exist for every plugin this app serves, including blueprints registered
 after ``init_app``, without touching the app's URL map.
@@ -16,6 +19,7 @@ import typing as t
 
 from flask import Request, Response, jsonify
 
+from .http_safety import bound_request_body, no_store
 from .paths import is_trustworthy_request_path, routing_path
 
 if t.TYPE_CHECKING:  # pragma: no cover
@@ -50,20 +54,22 @@ class PluginEndpoints:
         target = self._target(request)
         if target is None or target[1] != "jwks.json" or request.method not in ("GET", "HEAD"):
             return None
+        bound_request_body()
         return jsonify(self._state.auth(target[0]).list_public_service_keys())
 
     def after_barrier(self, request: Request) -> Response | None:
         target = self._target(request)
         if target is None or target[1] != "cookie":
             return None
+        if request.method not in ("GET", "DELETE"):
+            return None
+        bound_request_body()
         http_auth = self._state.http_auth(target[0])
         if request.method == "GET":
             response = jsonify({})
             issued = http_auth.issue_user_cookie(response)
             response.set_data(jsonify(issued.to_dict()).get_data())
-            return response
-        if request.method == "DELETE":
+        else:
             response = Response(status=204)
             http_auth.remove_user_cookie(response)
-            return response
-        return None
+        return no_store(response)

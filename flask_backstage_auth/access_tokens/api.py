@@ -1,13 +1,16 @@
-"""The REST API of the ``access-tokens`` plugin, mounted at ``/api/access-tokens``.
+"""The REST API of the ``access-tokens`` plugin, mounted at ``<plugin prefix>/access-tokens``.
 
 Service tokens (``/service``) belong to a group and are managed by whoever the
 permission policy allows for that group (the group is the ``resourceRef`` of
 every check, so group-scoped delegation works). Personal tokens
 (``/personal``, only with ``accessTokens.personal.enabled``) belong to the
-calling user. The raw secret appears only in the create and rotate responses.
-Every malformed input is a 400 naming the field; nothing here answers 500
-for any input. The contract is described in ``openapi.json``, served at
-``/api/access-tokens/openapi.json``.
+calling user. The raw secret appears only in the create and rotate responses,
+which are never cached (``no-store``). Every change needs the caller's own,
+full credentials (``guard.py``). Bodies are bounded before they are read
+(413). Every malformed input is a 400 naming the field; nothing here answers
+500 for any input. The contract is described in ``openapi.json``, served at
+``<plugin prefix>/access-tokens/openapi.json`` with its server URL set to the
+mount.
 """
 
 from __future__ import annotations
@@ -16,19 +19,21 @@ import datetime as dt
 import json
 import math
 import re
-import threading
 import typing as t
 from pathlib import Path
 
 from flask import Blueprint, Response, jsonify, request
 
 from ..credentials import Credentials, ServicePrincipal, UserPrincipal
-from ..errors import BackstageError, ConflictError, InputError, NotAllowedError, NotFoundError
+from ..errors import ConflictError, InputError, NotAllowedError, NotFoundError
 from ..extension import get_credentials
 from ..http_auth import check_allowed
+from ..http_safety import MAX_BODY, bound_request_body, no_store, read_request_body
 from ..permissions import AuthorizeResult, Permission
 from ..policies import add_auth_policy, unauthenticated
+from .extension import PLUGIN_ID
 from .format import DISPLAY_PREFIX_LENGTH, TokenKind, generate_token, hash_token, parse
+from .guard import require_change_credentials
 from .permissions import (
     PERSONAL_READ,
     PERSONAL_REVOKE,
@@ -36,6 +41,13 @@ from .permissions import (
     SERVICE_READ,
     SERVICE_REVOKE,
     SERVICE_WRITE,
+)
+from .ratelimit import (
+    LEAK_REPORT_CLIENTS,
+    LEAK_REPORTS_PER_MINUTE,
+    RateLimit,
+    TooManyRequestsError,
+    client_key,
 )
 from .store import AuditEvent, Status, TokenRecord
 
@@ -50,7 +62,6 @@ MAX_OFFSET = 2**31 - 1
 MAX_DESCRIPTION = 500
 MAX_REASON = 500
 MAX_LEAK_REPORT = 100
-MAX_BODY = 64 * 1024
 LEAK_ACTOR = "leak-report"
 LEAK_REASON = "reported as leaked"
 NOT_A_TOKEN = "The caller is not an access token"
@@ -119,13 +130,10 @@ def event_to_dict(event: AuditEvent) -> JsonObject:
 def read_body(*, optional: bool = False) -> JsonObject:
     """The JSON object body; ``{}`` for an absent body when ``optional``.
 
-    :raises InputError: not JSON, not an object, or too large.
+    :raises PayloadTooLargeError: more than 64 KiB, chunked or not.
+    :raises InputError: not JSON, or not an object.
     """
-    if request.content_length is not None and request.content_length > MAX_BODY:
-        raise InputError(f"The request body must not exceed {MAX_BODY} bytes")
-    data = request.get_data(cache=True)
-    if len(data) > MAX_BODY:
-        raise InputError(f"The request body must not exceed {MAX_BODY} bytes")
+    data = read_request_body(MAX_BODY)
     if not data.strip():
         if optional:
             return {}
@@ -283,10 +291,6 @@ def actor_of(credentials: Credentials) -> str:
     return "unknown"  # pragma: no cover - the barrier refuses 'none'
 
 
-def is_access_token_caller(credentials: Credentials) -> bool:
-    return parse(credentials.token) is not None
-
-
 def _lookup_id(token_id: str) -> str:
     if len(token_id) > 36:
         raise NotFoundError(f"No token with id '{token_id[:36]}...'")
@@ -317,6 +321,11 @@ class _Kind:
     def caller(self) -> tuple[Credentials, str | None]:
         """The credentials, and the owner every token must have (``None``: any)."""
         return get_credentials(), None
+
+    def changer(self, *, creating: bool = False) -> tuple[Credentials, str | None]:
+        """As :meth:`caller`, for a change: refused to limited or borrowed credentials."""
+        credentials, owner = self.caller()
+        return require_change_credentials(credentials, creating=creating), owner
 
     def authorize(self, credentials: Credentials, permission: Permission, ref: str | None) -> None:
         decision = self.state.auth_state.permissions.authorize(
@@ -384,7 +393,7 @@ def _register_kind(bp: Blueprint, kind: _Kind) -> None:
         )
 
     def create_token() -> tuple[Response, int]:
-        credentials, owner = kind.caller()
+        credentials, owner = kind.changer(creating=True)
         body = read_body()
         name = validate_name(body)
         description = _string(body, "description", max_length=MAX_DESCRIPTION, default="")
@@ -399,8 +408,6 @@ def _register_kind(bp: Blueprint, kind: _Kind) -> None:
             float, resolve_expiry(body, now, default=default, maximum=maximum, required=True)
         )
         kind.authorize(credentials, kind.write, owner_ref)
-        if is_access_token_caller(credentials):
-            raise NotAllowedError("An access token cannot create access tokens")
         if not service:
             limit = state.settings.personal_max_per_user
             if state.store.count_usable(kind.kind, owner_ref, now=now) >= limit:
@@ -419,7 +426,7 @@ def _register_kind(bp: Blueprint, kind: _Kind) -> None:
             now=now,
         )
         state.store.prune_events(before=now - state.settings.audit_retention)
-        return jsonify(token=token_to_dict(record, now), rawToken=new.value), 201
+        return no_store(jsonify(token=token_to_dict(record, now), rawToken=new.value)), 201
 
     def get_token(id: str) -> Response:
         credentials, owner = kind.caller()
@@ -435,7 +442,7 @@ def _register_kind(bp: Blueprint, kind: _Kind) -> None:
         return jsonify(events=[event_to_dict(e) for e in events])
 
     def _revoke(id: str) -> TokenRecord:
-        credentials, owner = kind.caller()
+        credentials, owner = kind.changer()
         body = read_body(optional=True)
         reason = _string(body, "reason", max_length=MAX_REASON, default=None)
         record = kind.load(id, owner)
@@ -455,7 +462,7 @@ def _register_kind(bp: Blueprint, kind: _Kind) -> None:
         return jsonify(token_to_dict(record, kind.now()))
 
     def rotate_token(id: str) -> Response:
-        credentials, owner = kind.caller()
+        credentials, owner = kind.changer()
         body = read_body(optional=True)
         max_grace = int(state.settings.max_rotation_grace)
         grace = body.get("graceSeconds")
@@ -480,10 +487,10 @@ def _register_kind(bp: Blueprint, kind: _Kind) -> None:
             now=now,
         )
         state.forget(record.id)
-        return jsonify(token=token_to_dict(rotated, now), rawToken=new.value)
+        return no_store(jsonify(token=token_to_dict(rotated, now), rawToken=new.value))
 
     def patch_token(id: str) -> Response:
-        credentials, owner = kind.caller()
+        credentials, owner = kind.changer()
         body = read_body()
         description = _string(body, "description", max_length=MAX_DESCRIPTION, default=None)
         scopes: list[str] | None = None
@@ -558,43 +565,28 @@ def _register_kind(bp: Blueprint, kind: _Kind) -> None:
         bp.add_url_rule(base + path, view_name(name), view, methods=methods)
 
 
-#: Unauthenticated leak reports a client address may send per minute.
-LEAK_REPORTS_PER_MINUTE = 30
-
-
-class TooManyRequestsError(BackstageError):
-    """429: slow down."""
-
-    code = 429
-    error_name = "TooManyRequestsError"
-
-
-class RateLimit:
-    """At most ``limit`` events per ``per`` seconds for each key (in this process)."""
-
-    def __init__(self, limit: int, *, per: float) -> None:
-        self.limit = limit
-        self.per = per
-        self._lock = threading.Lock()
-        self._seen: dict[str, list[float]] = {}
-
-    def allow(self, key: str, now: float) -> bool:
-        with self._lock:
-            if len(self._seen) > 10_000:  # bounded memory: forget everyone
-                self._seen.clear()
-            recent = [moment for moment in self._seen.get(key, ()) if now - moment < self.per]
-            if len(recent) >= self.limit:
-                self._seen[key] = recent
-                return False
-            recent.append(now)
-            self._seen[key] = recent
-            return True
+def openapi_document(mount: str) -> bytes:
+    """``openapi.json`` with its server URL set to where the API is mounted."""
+    document = json.loads(_OPENAPI.read_text(encoding="utf-8"))
+    document["servers"] = [{"url": mount}]
+    return json.dumps(document, indent=2).encode()
 
 
 def create_blueprint(state: AccessTokensState) -> Blueprint:
-    """A fresh ``access-tokens`` blueprint serving ``state``'s tokens."""
-    bp = Blueprint("access-tokens", __name__, url_prefix="/api/access-tokens")
-    leak_reports = RateLimit(LEAK_REPORTS_PER_MINUTE, per=60)
+    """A fresh ``access-tokens`` blueprint serving ``state``'s tokens.
+
+    It is mounted at ``<BACKSTAGE_AUTH_PLUGIN_PREFIX>/access-tokens``.
+    """
+    mount = f"{state.auth_state.settings.plugin_prefix}/{PLUGIN_ID}"
+    bp = Blueprint(PLUGIN_ID, __name__, url_prefix=mount)
+    leak_reports = RateLimit(LEAK_REPORTS_PER_MINUTE, per=60, max_keys=LEAK_REPORT_CLIENTS)
+    document = openapi_document(mount)
+
+    @bp.before_request
+    def bound_body() -> None:
+        # Before any view reads a body (the credentials barrier has run already).
+        bound_request_body(MAX_BODY)
+
     # A signed-in browser may READ with the backstage-auth cookie (GET and HEAD
     # only, as everywhere); every change needs a bearer token.
     add_auth_policy(bp, path="/service", allow="user-cookie")
@@ -612,7 +604,7 @@ def create_blueprint(state: AccessTokensState) -> Blueprint:
     @unauthenticated
     def report_leaked() -> Response:
         """Revoke every listed token that exists: anyone may report a leaked token."""
-        if not leak_reports.allow(request.remote_addr or "", state.clock()):
+        if not leak_reports.allow(client_key(state.client_address, request), state.clock()):
             raise TooManyRequestsError("Too many leak reports; try again in a minute")
         body = read_body()
         tokens = body.get("tokens")
@@ -649,7 +641,7 @@ def create_blueprint(state: AccessTokensState) -> Blueprint:
     @bp.get("/openapi.json")
     @unauthenticated
     def openapi() -> Response:
-        return Response(_OPENAPI.read_bytes(), mimetype="application/json")
+        return Response(document, mimetype="application/json")
 
     _register_kind(bp, service)
     _register_kind(bp, personal)

@@ -11,6 +11,7 @@ from ..config import ConfigReader
 from ..errors import ConfigError
 from ..extension import BackstageAuth, BackstageAuthState
 from .authenticator import AccessTokenAuthenticator
+from .ratelimit import ClientAddress, remote_addr
 from .scopes import Scope, ScopeCatalogue
 from .store import SqlAccessTokenStore
 
@@ -77,12 +78,16 @@ class AccessTokensState:
         store: SqlAccessTokenStore,
         catalogue: ScopeCatalogue,
         settings: AccessTokenSettings,
+        *,
+        client_address: ClientAddress = remote_addr,
     ) -> None:
         self.auth_state = auth_state
         self.store = store
         self.catalogue = catalogue
         self.settings = settings
         self.clock = auth_state.clock
+        #: Where a leak report's client address comes from (the rate limit's key).
+        self.client_address = client_address
         self.authenticator = AccessTokenAuthenticator(
             store,
             catalogue,
@@ -104,10 +109,14 @@ class AccessTokens:
         ``BackstageAuth(db=...)``; create the tables with ``flask
         backstage-auth db upgrade``).
     :param scopes: scopes added by code to the catalogue.
-    :param register_blueprint: mount the REST API at ``/api/access-tokens``.
+    :param register_blueprint: mount the REST API at
+        ``<BACKSTAGE_AUTH_PLUGIN_PREFIX>/access-tokens`` (``/api/access-tokens``).
     :param admin_pages: also serve the web pages ``/admin/access-tokens`` and
         ``/settings/personal-tokens`` (the ``access-tokens-admin`` blueprint);
         only with ``register_blueprint``, since the pages call that API.
+    :param client_address: takes the request and gives the client address that
+        leak reports are counted by; by default ``request.remote_addr``, which
+        Werkzeug's ``ProxyFix`` sets from ``X-Forwarded-For`` behind a proxy.
     """
 
     def __init__(
@@ -118,8 +127,10 @@ class AccessTokens:
         scopes: t.Sequence[Scope] = (),
         register_blueprint: bool = True,
         admin_pages: bool = True,
+        client_address: ClientAddress = remote_addr,
     ) -> None:
         self._store = store
+        self._client_address = client_address
         self._scopes = tuple(scopes)
         self._register_blueprint = register_blueprint
         self._admin_pages = admin_pages
@@ -143,6 +154,7 @@ class AccessTokens:
             store,
             ScopeCatalogue.from_config(auth_state.config, self._scopes),
             AccessTokenSettings.from_config(auth_state.config),
+            client_address=self._client_address,
         )
         auth_state.verifier.late_handlers.append(state.authenticator)
         app.extensions[EXTENSION_KEY] = state

@@ -22,6 +22,13 @@ SCREENSHOTS = Path(__file__).parent / "screenshots"
 if t.TYPE_CHECKING:  # pragma: no cover
     from playwright.sync_api import Browser
 
+DOCS_PAGE = """<!doctype html><title>Docs</title><p>Documentation</p>
+<script>
+window.found = {session: Object.assign({}, sessionStorage),
+                local: Object.assign({}, localStorage), cookie: document.cookie};
+</script>
+"""
+
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
@@ -48,21 +55,29 @@ class Served:
         self.thread.join(timeout=5)
 
 
-@pytest.fixture(scope="module")
-def live_app(tmp_path_factory: pytest.TempPathFactory) -> t.Iterator[tuple[Flask, str]]:
-    """The example app (its own app-config.yaml, ``backend.baseUrl`` = the server's URL)."""
+def _serve_example(
+    factory: pytest.TempPathFactory, settings: dict[str, t.Any]
+) -> t.Iterator[tuple[Flask, str]]:
     from example_app import DEFAULT_CONFIG, create_app
     from flask_backstage_auth.access_tokens.admin import init_admin
 
-    folder = tmp_path_factory.mktemp("admin-e2e")
+    folder = factory.mktemp("admin-e2e")
     served = Served()
     overlay = folder / "app-config.e2e.yaml"
     overlay.write_text(f"backend:\n  baseUrl: {served.url}\n", encoding="utf-8")
+    # techdocs.docsDir is relative to the last config file: raw documentation HTML
+    # whose script looks for tokens in web storage, as an injected script would.
+    (folder / "docs").mkdir()
+    (folder / "docs" / "index.html").write_text(DOCS_PAGE, encoding="utf-8")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("BACKSTAGE_APP_CONFIG", os.pathsep.join([str(DEFAULT_CONFIG), str(overlay)]))
         patch.setattr(Flask, "auto_find_instance_path", lambda self: str(folder / "instance"))
         app = create_app(
-            {"TESTING": True, "SQLALCHEMY_DATABASE_URI": f"sqlite:///{folder}/db.sqlite"}
+            {
+                "TESTING": True,
+                "SQLALCHEMY_DATABASE_URI": f"sqlite:///{folder}/db.sqlite",
+                **settings,
+            }
         )
     init_admin(app)  # a no-op once AccessTokens registers the pages itself
     served.app = app
@@ -70,6 +85,18 @@ def live_app(tmp_path_factory: pytest.TempPathFactory) -> t.Iterator[tuple[Flask
         yield app, served.url
     finally:
         served.close()
+
+
+@pytest.fixture(scope="module")
+def live_app(tmp_path_factory: pytest.TempPathFactory) -> t.Iterator[tuple[Flask, str]]:
+    """The example app (its own app-config.yaml, ``backend.baseUrl`` = the server's URL)."""
+    yield from _serve_example(tmp_path_factory, {})
+
+
+@pytest.fixture(scope="module")
+def live_prefixed_app(tmp_path_factory: pytest.TempPathFactory) -> t.Iterator[tuple[Flask, str]]:
+    """The same, with ``BACKSTAGE_AUTH_PLUGIN_PREFIX = "/internal"``."""
+    yield from _serve_example(tmp_path_factory, {"BACKSTAGE_AUTH_PLUGIN_PREFIX": "/internal"})
 
 
 @pytest.fixture(scope="module")

@@ -50,6 +50,28 @@ def row(page: Page, name: str) -> t.Any:
     return page.locator(f'tr[data-token-name="{name}"]')
 
 
+def web_storage(page: Page) -> dict[str, t.Any]:
+    """Everything in the page's sessionStorage and localStorage, and its readable cookies."""
+    return t.cast(
+        t.Dict[str, t.Any],
+        page.evaluate(
+            """() => ({
+                session: Object.assign({}, sessionStorage),
+                local: Object.assign({}, localStorage),
+                cookie: document.cookie,
+            })"""
+        ),
+    )
+
+
+def sign_in_again_as_guest(page: Page) -> None:
+    """After a reload the page has no token (it lives in memory only): it asks again."""
+    page.get_by_role("heading", name="Sign in again to manage tokens").wait_for()
+    assert page.locator("#open-create").is_disabled()
+    page.locator("#reauth").get_by_role("button", name="Sign in as guest").click()
+    page.locator("#reauth").wait_for(state="hidden")
+
+
 def test_admin_creates_uses_revokes_and_audits_a_token(
     browser: Browser, live_app: tuple[Flask, str], screenshots: Path
 ) -> None:
@@ -66,8 +88,9 @@ def test_admin_creates_uses_revokes_and_audits_a_token(
     page.screenshot(path=str(screenshots / "01-sign-in.png"), full_page=True)
     page.get_by_role("button", name="Sign in as guest").click()
     page.get_by_role("heading", name="Service access tokens").wait_for()
-    assert page.get_by_text("user:development/guest").is_visible()
+    assert page.locator(".identity-ref").inner_text() == "user:development/guest"
     assert context.cookies(base)[0]["name"] == "backstage-auth"
+    assert page.locator("#reauth").is_hidden()  # signed in without a reload
     assert errors.messages == [
         "Failed to load resource: the server responded with a status of 401 (UNAUTHORIZED)"
     ]  # the sign-in page itself is a 401
@@ -112,10 +135,14 @@ def test_admin_creates_uses_revokes_and_audits_a_token(
     assert ci.locator('td[data-label="Last used"]').inner_text() == "Never"
     page.screenshot(path=str(screenshots / "02-token-list.png"), full_page=True)
 
-    # Use it like curl: the catalog answers, and "last used" fills in.
+    # Use it like curl: the catalog answers, and "last used" fills in. A reload
+    # forgets the user token (memory only): the page asks to sign in again.
     assert api_get(base, "/api/catalog/entities", secret).status_code == 200
     assert api_get(base, "/api/search/query", secret).status_code == 403  # not in its scopes
     page.reload()
+    page.get_by_role("heading", name="Sign in again to manage tokens").wait_for()
+    page.screenshot(path=str(screenshots / "09-sign-in-again.png"))
+    sign_in_again_as_guest(page)
     row(page, "ci-reader").wait_for()
     last_used = row(page, "ci-reader").locator('td[data-label="Last used"]')
     assert last_used.inner_text() != "Never"
@@ -158,6 +185,7 @@ def test_admin_creates_uses_revokes_and_audits_a_token(
     # A narrow screen: the table becomes cards, still usable.
     page.set_viewport_size({"width": 390, "height": 844})
     page.reload()
+    sign_in_again_as_guest(page)
     row(page, "ci-reader").wait_for()
     head = page.locator("table.tokens thead").bounding_box()
     assert head is None or head["height"] <= 1
@@ -237,13 +265,8 @@ def test_a_forged_cross_site_post_is_refused(
     page = context.new_page()
     page.goto(ADMIN)
     page.evaluate(
-        "([key, token]) => sessionStorage.setItem(key, token)",
-        ["backstage-access-tokens:user-token", token],
-    )
-    page.evaluate(
-        "url => fetch(url, {headers: {Authorization: 'Bearer ' + sessionStorage.getItem("
-        "'backstage-access-tokens:user-token')}})",
-        COOKIE_URL,
+        "([url, token]) => fetch(url, {headers: {Authorization: 'Bearer ' + token}})",
+        [COOKIE_URL, token],
     )
     assert any(c["name"] == "backstage-auth" for c in context.cookies(base))
 
@@ -284,3 +307,84 @@ def test_a_forged_cross_site_post_is_refused(
     assert "forged" not in names and "forged-fetch" not in names
     assert names["csrf-target"] == "active"
     del app
+
+
+def test_no_token_in_web_storage_after_sign_in_and_use(
+    browser: Browser, live_app: tuple[Flask, str]
+) -> None:
+    """Same-origin HTML (a documentation page, say) finds no token to read."""
+    _, base = live_app
+    context = new_context(browser, base)
+    page = context.new_page()
+    errors = PageErrors(page)
+    page.goto(ADMIN)
+    with page.expect_response(lambda r: "/guest/refresh" in r.url) as answer:
+        page.get_by_role("button", name="Sign in as guest").click()
+    user_token = answer.value.json()["backstageIdentity"]["token"]
+    page.get_by_role("heading", name="Service access tokens").wait_for()
+    errors.messages.clear()  # the sign-in page itself is a 401
+
+    # Use the page: create a token, close its secret panel, rotate it.
+    page.get_by_role("button", name="Create token").click()
+    page.get_by_label("Name", exact=True).fill("storage-check")
+    page.get_by_label("Owning group").fill("group:default/platform")
+    page.get_by_role("checkbox", name="catalog:read").check()
+    page.get_by_role("dialog", name="Create a service token").get_by_role(
+        "button", name="Create token"
+    ).click()
+    page.get_by_role("dialog", name="Copy your new token now").wait_for()
+    secret = page.input_value("#secret-value")
+    page.get_by_role("button", name="I have stored it, close").click()
+    row(page, "storage-check").get_by_role("button", name="Rotate storage-check").click()
+    page.get_by_role("dialog", name="Rotate storage-check").get_by_role(
+        "button", name="Rotate token"
+    ).click()
+    page.get_by_role("dialog", name="Copy your new token now").wait_for()
+    rotated = page.input_value("#secret-value")
+    page.get_by_role("button", name="I have stored it, close").click()
+
+    stored = web_storage(page)
+    assert stored == {"session": {}, "local": {}, "cookie": ""}, stored
+    # The same tab moves on to documentation HTML of the same origin: nothing there either
+    # (sessionStorage would have followed the tab; the cookie is HttpOnly).
+    docs = page.goto("/api/techdocs/static/docs/index.html")
+    assert docs is not None and docs.status == 200  # served with the cookie
+    found = page.evaluate("window.found")  # what the page's own script saw
+    assert found == {"session": {}, "local": {}, "cookie": ""}, found
+    for value in (user_token, secret, rotated):
+        assert value not in str(found)
+    assert errors.messages == []
+    context.close()
+
+
+def test_the_page_calls_the_api_under_the_plugin_prefix(
+    browser: Browser, live_prefixed_app: tuple[Flask, str]
+) -> None:
+    """``BACKSTAGE_AUTH_PLUGIN_PREFIX = "/internal"``: sign-in, the list and a change follow it."""
+    _, base = live_prefixed_app
+    context = new_context(browser, base)
+    page = context.new_page()
+    errors = PageErrors(page)
+    calls: list[str] = []
+    page.on("request", lambda request: calls.append(request.url[len(base) :]))
+    page.goto(ADMIN)
+    page.get_by_role("button", name="Sign in as guest").click()
+    page.get_by_role("heading", name="Service access tokens").wait_for()
+    errors.messages.clear()  # the sign-in page itself is a 401
+    page.get_by_role("button", name="Create token").click()
+    page.get_by_label("Name", exact=True).fill("prefixed")
+    page.get_by_label("Owning group").fill("group:default/platform")
+    page.get_by_role("checkbox", name="catalog:read").check()
+    page.get_by_role("dialog", name="Create a service token").get_by_role(
+        "button", name="Create token"
+    ).click()
+    page.get_by_role("dialog", name="Copy your new token now").wait_for()
+    page.get_by_role("button", name="I have stored it, close").click()
+    row(page, "prefixed").wait_for()
+    api_calls = [call for call in calls if "/access-tokens" in call and "admin" not in call]
+    assert api_calls and all(call.startswith("/internal/") for call in api_calls), api_calls
+    assert "/internal/auth/guest/refresh" in calls
+    assert "/internal/access-tokens/.backstage/auth/v1/cookie" in calls
+    assert not [call for call in calls if call.startswith("/api/")], calls
+    assert errors.messages == []
+    context.close()

@@ -10,12 +10,16 @@ barrier, and check credentials themselves, as the ``access-tokens`` plugin):
   ``access-tokens:personal:read`` on the personal page), or non-user
   credentials: the refusal page (403);
 * otherwise the page, whose script calls the REST API with the user token it
-  keeps in ``sessionStorage`` (the cookie is a *limited* token: the API does
-  not take it). Without one, the page asks to sign in again.
+  keeps in memory only, never in ``sessionStorage`` or ``localStorage``, where
+  any page of the origin could read it (the cookie is a *limited* token: the
+  API reads with it but changes nothing with it). Without one (after a reload,
+  in a new tab), the page asks to sign in again.
 
 Nothing in these views changes state. State changes are API calls carrying an
 ``Authorization`` header, which a cross-site page cannot send; the API never
-reads the cookie on POST, PATCH or DELETE, so forged form posts answer 401.
+reads the cookie on POST, PATCH or DELETE, so forged form posts answer 401,
+and it refuses limited and on-behalf-of credentials for every change
+(``flask_backstage_auth.access_tokens.guard``).
 Every response carries a strict Content-Security-Policy (no inline script or
 style, no framing), ``nosniff``, ``no-referrer`` and ``no-store``.
 """
@@ -56,8 +60,6 @@ STATIC_PATH = "/admin/access-tokens/static"
 HERE = Path(__file__).parent
 STATIC_DIR = HERE / "static"
 TEMPLATE_PREFIX = "access_tokens_admin/"
-#: ``sessionStorage`` key of the user token the page script sends as a bearer.
-TOKEN_STORAGE_KEY = "backstage-access-tokens:user-token"
 
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:;"
@@ -128,7 +130,6 @@ class _Pages:
             "default_days": min(_days(default), _days(maximum)),
             "max_days": _days(maximum),
             "max_grace_seconds": int(settings.max_rotation_grace),
-            "token_storage_key": TOKEN_STORAGE_KEY,
         }
 
     # -- credentials ------------------------------------------------------

@@ -2,9 +2,13 @@
  * The access-token pages: plain JavaScript, no build step, no third-party code.
  *
  * Security notes:
- * - Every API call carries the user token from sessionStorage as a bearer
- *   header. The API never reads the backstage-auth cookie on POST, PATCH or
- *   DELETE, so a cross-site page cannot change anything (no CSRF).
+ * - The user token lives in this script's memory only (the userToken
+ *   variable below), never in sessionStorage, localStorage or a cookie the
+ *   page can read: other pages of the same origin (documentation HTML, say)
+ *   cannot read it. A reload or a new tab asks to sign in again.
+ * - Every API call carries that token as a bearer header. The API never
+ *   reads the backstage-auth cookie on POST, PATCH or DELETE, so a cross-site
+ *   page cannot change anything (no CSRF).
  * - Text from the API is only ever written with textContent (never as HTML).
  * - A raw token secret is only put in the one-time result panel, and cleared
  *   when the panel closes. It is never logged nor kept in a variable.
@@ -12,12 +16,16 @@
 (function () {
   "use strict";
 
-  var body = document.body;
-  var config = body.dataset;
-  var KIND = config.kind === "personal" ? "personal" : "service";
-  var API = config.apiBase || "/api/access-tokens";
-  var TOKEN_KEY = config.tokenKey || "backstage-access-tokens:user-token";
+  var config, KIND, API;
   var PAGE_SIZE = 20;
+  // The user token: in memory, for the life of this page only.
+  var userToken = null;
+
+  function configure() {
+    config = document.body.dataset;
+    KIND = config.kind === "personal" ? "personal" : "service";
+    API = config.apiBase || "/api/access-tokens";
+  }
 
   // -- helpers ------------------------------------------------------------
 
@@ -42,27 +50,15 @@
   }
 
   function getToken() {
-    try {
-      return window.sessionStorage.getItem(TOKEN_KEY);
-    } catch (e) {
-      return null;
-    }
+    return userToken;
   }
 
   function setToken(token) {
-    try {
-      window.sessionStorage.setItem(TOKEN_KEY, token);
-    } catch (e) {
-      /* storage disabled: the page cannot keep a session */
-    }
+    userToken = token;
   }
 
   function clearToken() {
-    try {
-      window.sessionStorage.removeItem(TOKEN_KEY);
-    } catch (e) {
-      /* nothing to clear */
-    }
+    userToken = null;
   }
 
   var statusTimer = null;
@@ -188,15 +184,40 @@
 
   function signIn(token, errorNode) {
     showError(errorNode, "");
-    return issueCookie(token).then(
-      function () {
+    return issueCookie(token)
+      .then(function () {
         setToken(token);
-        window.location.reload();
-      },
-      function (error) {
+        return showPageAs(token);
+      })
+      .catch(function (error) {
+        clearToken();
         showError(errorNode, error.message || "Sign-in failed.");
-      }
-    );
+      });
+  }
+
+  // The page as the server renders it for this token, swapped in without a
+  // reload (a reload would lose the token, which lives in memory only).
+  function showPageAs(token) {
+    return fetch(window.location.pathname + window.location.search, {
+      method: "GET",
+      headers: { Authorization: "Bearer " + token, Accept: "text/html" },
+      credentials: "same-origin",
+      cache: "no-store"
+    }).then(function (response) {
+      if (response.status === 401) throw new Error("This token was not accepted: it is invalid or has expired.");
+      return response.text().then(function (html) {
+        var page = new DOMParser().parseFromString(html, "text/html");
+        if (!page.body || !page.body.dataset.page) throw new Error("Sign-in failed (HTTP " + response.status + ").");
+        document.title = page.title;
+        document.documentElement.replaceChild(document.adoptNode(page.body), document.body);
+        start();
+        var heading = document.querySelector("main h1");
+        if (heading) {
+          heading.setAttribute("tabindex", "-1");
+          heading.focus();
+        }
+      });
+    });
   }
 
   function guestSignIn(button, errorNode) {
@@ -257,7 +278,15 @@
     var done = function () {
       window.location.reload();
     };
-    if (!token) return done();
+    if (!token) {
+      // Clearing the cookie needs the token, which a reload forgot.
+      if ($("reauth")) {
+        showReauth();
+        announce("Sign in again, then sign out: this page no longer holds your token.");
+        return;
+      }
+      return done();
+    }
     fetch(config.cookieUrl, {
       method: "DELETE",
       headers: { Authorization: "Bearer " + token },
@@ -763,6 +792,9 @@
   // -- start ----------------------------------------------------------------
 
   function start() {
+    configure();
+    listState = { offset: 0, total: 0, status: "", group: "" };
+    knownGroups = {};
     document.querySelectorAll(".signin-controls").forEach(wireSignIn);
     var signOutButton = $("sign-out");
     if (signOutButton) signOutButton.addEventListener("click", signOut);

@@ -1,0 +1,48 @@
+"""Who may change access tokens: the one check behind every write of the API.
+
+Reading is open to whatever the route accepts (the ``backstage-auth`` cookie
+included). Creating, rotating, narrowing and revoking a token need the
+caller's own, full credentials: never a *limited* user token (the cookie's
+kind, wherever it is presented), never a user's credentials carried by
+another plugin on the user's behalf (such a plugin token holds only the
+user's limited token), and, to create a token, never an access token.
+The admin pages change tokens only through these API routes.
+"""
+
+from __future__ import annotations
+
+from ..credentials import Credentials, UserPrincipal
+from ..errors import NotAllowedError
+from .format import parse
+
+LIMITED_REFUSED = "This endpoint does not allow limited user credentials"
+ON_BEHALF_REFUSED = "This endpoint does not allow user credentials on behalf of '{actor}'"
+ACCESS_TOKEN_CREATES = "An access token cannot create access tokens"
+
+
+def is_access_token_caller(credentials: Credentials) -> bool:
+    """Whether the request authenticated with one of our access tokens."""
+    return credentials.token is not None and parse(credentials.token) is not None
+
+
+def refusal(credentials: Credentials, *, creating: bool = False) -> str | None:
+    """Why ``credentials`` may not change access tokens; ``None`` when they may."""
+    if credentials.limited:
+        return LIMITED_REFUSED
+    principal = credentials.principal
+    if isinstance(principal, UserPrincipal) and principal.actor is not None:
+        return ON_BEHALF_REFUSED.format(actor=principal.actor.subject)
+    if creating and is_access_token_caller(credentials):
+        return ACCESS_TOKEN_CREATES
+    return None
+
+
+def require_change_credentials(credentials: Credentials, *, creating: bool = False) -> Credentials:
+    """``credentials``, if they may change access tokens.
+
+    :raises NotAllowedError: 403, saying why not.
+    """
+    reason = refusal(credentials, creating=creating)
+    if reason is not None:
+        raise NotAllowedError(reason)
+    return credentials
