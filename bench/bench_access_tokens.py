@@ -40,8 +40,8 @@ from flask_backstage_auth import BackstageAuth  # noqa: E402
 from flask_backstage_auth.access_tokens.extension import DAY, AccessTokens  # noqa: E402
 from flask_backstage_auth.access_tokens.format import generate_token  # noqa: E402
 from flask_backstage_auth.access_tokens.store import TOKENS, SqlAccessTokenStore  # noqa: E402
-from flask_backstage_auth.cli_db import upgrade_database  # noqa: E402
-from flask_backstage_auth.storage import create_tables  # noqa: E402
+from flask_backstage_auth.db.cli import upgrade_database  # noqa: E402
+from flask_backstage_auth.db.storage import create_tables  # noqa: E402
 
 # How SQLAlchemy stores a DateTime on SQLite (all rows alike: it is not what we measure).
 _SQLITE_DATETIME = "2026-01-01 00:00:00.000000"

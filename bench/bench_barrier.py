@@ -30,8 +30,8 @@ from flask import Blueprint, Flask, jsonify
 from werkzeug.serving import make_server
 
 from flask_backstage_auth import BackstageAuth, ServerTokenManager
-from flask_backstage_auth.secrets import decode_backstage_secret
-from flask_backstage_auth.tokens.legacy import verify_legacy_token
+from flask_backstage_auth.legacy.secrets import decode_backstage_secret
+from flask_backstage_auth.legacy.tokens import verify_legacy_token
 
 SECRET = base64.b64encode(os.urandom(32)).decode()
 LEGACY_EXTERNAL_SECRET = base64.b64encode(os.urandom(32)).decode()

@@ -21,6 +21,10 @@ from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
 from werkzeug.exceptions import HTTPException
 
+from example_app.environment import make_create_env
+from example_app.permission_policy import ExamplePolicy
+from example_app.plugins import app as app_plugin
+from example_app.plugins import catalog, search, techdocs
 from flask_backstage_auth import (
     CONFIG_KEY,
     AuthBackend,
@@ -31,13 +35,8 @@ from flask_backstage_auth import (
     load_app_config,
 )
 from flask_backstage_auth.access_tokens.extension import AccessTokens
-from flask_backstage_auth.cli_db import upgrade_database
 from flask_backstage_auth.clock import Clock
-
-from .environment import make_create_env
-from .permission_policy import ExamplePolicy
-from .plugins import app as app_plugin
-from .plugins import catalog, search, techdocs
+from flask_backstage_auth.db.cli import upgrade_database
 
 HERE = Path(__file__).parent
 DEFAULT_CONFIG = HERE / "app-config.yaml"

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import logging
 
+from example_app import create_app
 from flask_backstage_auth import ConfigReader
-
-from . import create_app
 
 
 def main() -> None:

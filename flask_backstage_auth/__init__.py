@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
-from .auth import AuthService, LimitedUserToken, PluginRequestToken
-from .auth_backend import AuthBackend, IssuedUserToken, UserTokenIssuer
-from .bearer import get_bearer_token
-from .client import TokenManagerAuth, plugin_session
-from .config import CONFIG_KEY, ConfigReader, load_app_config, merge_configs
-from .credentials import (
+from flask_backstage_auth.auth.external.types import ExternalTokenHandler, ExternalTokenResult
+from flask_backstage_auth.auth.service import AuthService, LimitedUserToken, PluginRequestToken
+from flask_backstage_auth.auth_backend.extension import (
+    AuthBackend,
+    IssuedUserToken,
+    UserTokenIssuer,
+)
+from flask_backstage_auth.client import TokenManagerAuth, plugin_session
+from flask_backstage_auth.config.reader import (
+    CONFIG_KEY,
+    ConfigReader,
+    load_app_config,
+    merge_configs,
+)
+from flask_backstage_auth.credentials import (
     AccessRestrictions,
     Credentials,
     NonePrincipal,
@@ -15,8 +24,8 @@ from .credentials import (
     UserPrincipal,
     is_principal,
 )
-from .discovery import HostDiscovery
-from .errors import (
+from flask_backstage_auth.discovery import HostDiscovery
+from flask_backstage_auth.errors import (
     AuthenticationError,
     BackstageError,
     ConfigError,
@@ -26,22 +35,29 @@ from .errors import (
     NotFoundError,
     ServiceUnavailableError,
 )
-from .extension import BackstageAuth, get_credentials
-from .http_auth import HttpAuthService
-from .legacy import NoopTokenManager, ServerToken, ServerTokenManager, TokenManager
-from .legacy_adapters import (
+from flask_backstage_auth.extension import BackstageAuth, get_credentials
+from flask_backstage_auth.http_auth.bearer import get_bearer_token
+from flask_backstage_auth.http_auth.service import HttpAuthService
+from flask_backstage_auth.legacy.adapters import (
     LegacyAuthAdapters,
     create_legacy_auth_adapters,
     identity_from_auth,
 )
-from .middleware import (
+from flask_backstage_auth.legacy.middleware import (
     IdentityApi,
     RequireAuthentication,
     RequireAuthenticationMiddleware,
     create_require_authentication_middleware,
     get_middleware_credentials,
 )
-from .permissions import (
+from flask_backstage_auth.legacy.secrets import decode_backstage_secret, generate_secret
+from flask_backstage_auth.legacy.token_manager import (
+    NoopTokenManager,
+    ServerToken,
+    ServerTokenManager,
+    TokenManager,
+)
+from flask_backstage_auth.permissions import (
     AllowAllPolicy,
     AuthorizeResult,
     DenyAllPolicy,
@@ -52,9 +68,7 @@ from .permissions import (
     PolicyQuery,
     create_permission,
 )
-from .policies import add_auth_policy, allow_user_cookie, unauthenticated
-from .secrets import decode_backstage_secret, generate_secret
-from .tokens.external import ExternalTokenHandler, ExternalTokenResult
+from flask_backstage_auth.router.policies import add_auth_policy, allow_user_cookie, unauthenticated
 
 __all__ = [
     "AllowAllPolicy",

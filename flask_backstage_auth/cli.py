@@ -14,12 +14,12 @@ import click
 from flask import current_app
 from flask.cli import AppGroup
 
-from .access_tokens.cli import tokens_group
-from .cli_db import db_group
-from .config import CONFIG_KEY
-from .errors import AuthenticationError, ConfigError
-from .legacy import ServerTokenManager
-from .secrets import MIN_SECRET_BYTES, generate_secret
+from flask_backstage_auth.access_tokens.cli import tokens_group
+from flask_backstage_auth.config.reader import CONFIG_KEY
+from flask_backstage_auth.db.cli import db_group
+from flask_backstage_auth.errors import AuthenticationError, ConfigError
+from flask_backstage_auth.legacy.secrets import MIN_SECRET_BYTES, generate_secret
+from flask_backstage_auth.legacy.token_manager import ServerTokenManager
 
 cli = AppGroup("backstage-auth", help="Backstage service-to-service auth.")
 cli.add_command(db_group)

@@ -17,9 +17,9 @@ import requests
 from requests.auth import AuthBase
 
 if t.TYPE_CHECKING:  # pragma: no cover
-    from .auth import AuthService
-    from .credentials import Credentials
-    from .legacy import TokenManager
+    from flask_backstage_auth.auth.service import AuthService
+    from flask_backstage_auth.credentials import Credentials
+    from flask_backstage_auth.legacy.token_manager import TokenManager
 
 
 class BearerTokenAuth(AuthBase):

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import typing as t
 
-from .config import ConfigReader, as_reader
-from .errors import ConfigError
+from flask_backstage_auth.config.reader import ConfigReader, as_reader
+from flask_backstage_auth.errors import ConfigError
 
 
 class HostDiscovery:

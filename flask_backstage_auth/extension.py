@@ -20,34 +20,34 @@ import sqlalchemy as sa
 from flask import Blueprint, Flask, current_app, has_request_context, request
 from flask_sqlalchemy import SQLAlchemy
 
-from .auth import (
+from flask_backstage_auth.auth.external.handler import ExternalAccess, builtin_handlers
+from flask_backstage_auth.auth.external.types import ExternalTokenHandler
+from flask_backstage_auth.auth.jwks import FetchBudget, JwksCache, JwksFetcher
+from flask_backstage_auth.auth.key_sets import LocalKeySet
+from flask_backstage_auth.auth.mock import verify_mock_token
+from flask_backstage_auth.auth.plugin.handler import PluginTokenHandler
+from flask_backstage_auth.auth.plugin.key_source import key_source_from_config
+from flask_backstage_auth.auth.plugin.keys import InMemoryPublicKeyStore, PublicKeyStore
+from flask_backstage_auth.auth.service import (
     AuthService,
     TokenHandler,
     TokenVerifier,
     plugin_token_handler,
     user_token_handler,
 )
-from .barrier import CredentialsBarrier
-from .clock import Clock, system_clock
-from .config import CONFIG_KEY, ConfigReader
-from .credentials import Credentials
-from .discovery import HostDiscovery
-from .external_access import ExternalAccess, builtin_handlers
-from .http_auth import CookieSettings, HttpAuthService
-from .legacy import ServerTokenManager, TokenManager
-from .middleware import get_middleware_credentials
-from .permissions import PermissionPolicy, PermissionsService
-from .plugin_keys import key_source_from_config
-from .policies import AuthPolicy, bump_policy_version
-from .settings import Settings
-from .storage import Database, SqlPublicKeyStore
-from .tokens.external import ExternalTokenHandler
-from .tokens.jwks import FetchBudget, JwksCache, JwksFetcher
-from .tokens.key_sets import LocalKeySet
-from .tokens.keys import InMemoryPublicKeyStore, PublicKeyStore
-from .tokens.mock import verify_mock_token
-from .tokens.plugin import PluginTokenHandler
-from .tokens.user import UserTokenHandler
+from flask_backstage_auth.auth.user.handler import UserTokenHandler
+from flask_backstage_auth.clock import Clock, system_clock
+from flask_backstage_auth.config.reader import CONFIG_KEY, ConfigReader
+from flask_backstage_auth.config.settings import Settings
+from flask_backstage_auth.credentials import Credentials
+from flask_backstage_auth.db.storage import Database, SqlPublicKeyStore
+from flask_backstage_auth.discovery import HostDiscovery
+from flask_backstage_auth.http_auth.service import CookieSettings, HttpAuthService
+from flask_backstage_auth.legacy.middleware import get_middleware_credentials
+from flask_backstage_auth.legacy.token_manager import ServerTokenManager, TokenManager
+from flask_backstage_auth.permissions import PermissionPolicy, PermissionsService
+from flask_backstage_auth.router.barrier import CredentialsBarrier
+from flask_backstage_auth.router.policies import AuthPolicy, bump_policy_version
 
 logger = logging.getLogger(__name__)
 
@@ -343,7 +343,7 @@ class BackstageAuth:
         :param allow: ``"unauthenticated"`` or ``"user-cookie"``.
         :raises ValueError: an invalid ``allow`` or path.
         """
-        from .policies import add_auth_policy as attach
+        from flask_backstage_auth.router.policies import add_auth_policy as attach
 
         if isinstance(plugin, Blueprint):
             return attach(plugin, path=path, allow=allow)

@@ -12,15 +12,15 @@ import enum
 import typing as t
 from dataclasses import dataclass, field
 
-from .config import ConfigReader, as_reader
-from .credentials import (
+from flask_backstage_auth.config.reader import ConfigReader, as_reader
+from flask_backstage_auth.credentials import (
     PERMISSION_ACTIONS,
     Credentials,
     Principal,
     ServicePrincipal,
     UserPrincipal,
 )
-from .errors import ConfigError, NotAllowedError
+from flask_backstage_auth.errors import ConfigError, NotAllowedError
 
 #: What a permission does to its resource.
 PermissionAction = t.Literal["create", "read", "update", "delete"]

@@ -12,12 +12,12 @@ import typing as t
 from flask import Blueprint, Flask, jsonify
 from flask_sqlalchemy import SQLAlchemy
 
-import flask_backstage_auth.cli_db
+import flask_backstage_auth.db.cli
 from flask_backstage_auth import AuthBackend, BackstageAuth, get_credentials
 from flask_backstage_auth.access_tokens.extension import AccessTokens
 from flask_backstage_auth.access_tokens.ratelimit import ClientAddress, remote_addr
 from flask_backstage_auth.access_tokens.scopes import Scope
-from flask_backstage_auth.tokens.user import create_limited_user_token
+from flask_backstage_auth.auth.user.handler import create_limited_user_token
 
 START = 1_700_000_000.0
 ALICE = "user:default/alice"
@@ -66,7 +66,7 @@ def build(
     db.init_app(app)
     BackstageAuth(app, db=db, clock=clock or Clock())
     with app.app_context():
-        flask_backstage_auth.cli_db.upgrade_database(db.engine)
+        flask_backstage_auth.db.cli.upgrade_database(db.engine)
     AuthBackend(app)
     catalog = Blueprint("catalog", __name__, url_prefix=f"{prefix or '/api'}/catalog")
 

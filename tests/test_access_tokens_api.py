@@ -12,7 +12,7 @@ from flask.testing import FlaskClient
 from flask_sqlalchemy import SQLAlchemy
 from werkzeug.test import TestResponse
 
-import flask_backstage_auth.cli_db
+import flask_backstage_auth.access_tokens
 from flask_backstage_auth import BackstageAuth
 from flask_backstage_auth.access_tokens.extension import AccessTokens
 from flask_backstage_auth.access_tokens.format import generate_token
@@ -26,9 +26,8 @@ from flask_backstage_auth.permissions import (
     PolicyQuery,
     create_permission,
 )
-from flask_backstage_auth.testing import bearer_header, mock_credentials
-
-from .conftest import _pg_url_in
+from flask_backstage_auth.testing.mocks import bearer_header, mock_credentials
+from tests.conftest import _pg_url_in
 
 START = 1_700_000_000.0
 DAY = 86400
@@ -126,7 +125,7 @@ def build_app(
         permission_policy=DelegationPolicy() if permissions else None,
     )
     with app.app_context():
-        flask_backstage_auth.cli_db.upgrade_database(db.engine)
+        flask_backstage_auth.db.cli.upgrade_database(db.engine)
     for blueprint in plugin_blueprints():
         app.register_blueprint(blueprint)
     AccessTokens(app, scopes=scopes)
@@ -962,9 +961,9 @@ def test_openapi_matches_the_routes(app: Flask, client: FlaskClient) -> None:
     assert response.status_code == 200
     spec = response.get_json()
     on_disk = json.loads(
-        (
-            Path(flask_backstage_auth.cli_db.__file__).parent / "access_tokens" / "openapi.json"
-        ).read_text(encoding="utf-8")
+        (Path(flask_backstage_auth.access_tokens.__file__).parent / "openapi.json").read_text(
+            encoding="utf-8"
+        )
     )
     assert spec == on_disk
     assert spec["openapi"] == "3.0.3"

@@ -39,11 +39,10 @@ from flask_backstage_auth.access_tokens.store import (
     SqlAccessTokenStore,
     TokenRecord,
 )
-from flask_backstage_auth.cli_db import upgrade_database
+from flask_backstage_auth.db.cli import upgrade_database
 from flask_backstage_auth.errors import ConflictError
 from flask_backstage_auth.extension import get_credentials
-
-from .conftest import _pg_url_in
+from tests.conftest import _pg_url_in
 
 START = 1_800_000_000.0
 TEAM_A = "group:default/team-a"

@@ -23,8 +23,7 @@ from flask_backstage_auth.access_tokens.guard import (
 )
 from flask_backstage_auth.credentials import Credentials, ServicePrincipal, UserPrincipal
 from flask_backstage_auth.errors import NotAllowedError
-
-from .access_token_app import (
+from tests.access_token_app import (
     ALICE,
     TEAM,
     bearer,

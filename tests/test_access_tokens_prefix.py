@@ -8,9 +8,8 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from flask_backstage_auth.tokens.user import create_limited_user_token
-
-from .access_token_app import TEAM, bearer, build, user_token
+from flask_backstage_auth.auth.user.handler import create_limited_user_token
+from tests.access_token_app import TEAM, bearer, build, user_token
 
 MOUNT = "/internal/access-tokens"
 

@@ -14,18 +14,18 @@ from flask import Blueprint, Flask, jsonify
 from flask.testing import FlaskClient
 
 from flask_backstage_auth import AuthenticationError, BackstageAuth, ConfigError, get_credentials
-from flask_backstage_auth.auth_backend import (
+from flask_backstage_auth.auth.plugin.keys import InMemoryPublicKeyStore, RotatingKeySource
+from flask_backstage_auth.auth.user.handler import (
+    LIMITED_USER_TYP,
+    USER_TYP,
+    create_limited_user_token,
+)
+from flask_backstage_auth.auth_backend.extension import (
     EXTENSION_KEY,
     GUEST_NOT_ALLOWED_MESSAGE,
     AuthBackend,
     UserTokenIssuer,
     is_entity_ref,
-)
-from flask_backstage_auth.tokens.keys import InMemoryPublicKeyStore, RotatingKeySource
-from flask_backstage_auth.tokens.user import (
-    LIMITED_USER_TYP,
-    USER_TYP,
-    create_limited_user_token,
 )
 
 BASE_URL = "http://localhost:7007"

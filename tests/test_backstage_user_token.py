@@ -10,10 +10,9 @@ import pytest
 from flask import Blueprint, Flask, jsonify
 
 from flask_backstage_auth import AuthenticationError, BackstageAuth, get_credentials
-from flask_backstage_auth.testing import bearer_header
-from flask_backstage_auth.tokens.user import create_limited_user_token
-
-from .conftest import DATA, LiveServer
+from flask_backstage_auth.auth.user.handler import create_limited_user_token
+from flask_backstage_auth.testing.mocks import bearer_header
+from tests.conftest import DATA, LiveServer
 
 with open(DATA / "backstage_user_token.json", encoding="utf-8") as _file:
     VECTOR: dict[str, t.Any] = json.load(_file)

@@ -7,8 +7,7 @@ from flask import Flask
 
 from flask_backstage_auth import ServerTokenManager
 from flask_backstage_auth.cli import cli
-
-from .conftest import new_secret
+from tests.conftest import new_secret
 
 
 def make_app(keys: list[str] | None) -> Flask:

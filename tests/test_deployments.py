@@ -22,8 +22,7 @@ from flask_backstage_auth import (
     create_require_authentication_middleware,
     plugin_session,
 )
-
-from .conftest import LiveServer, new_secret
+from tests.conftest import LiveServer, new_secret
 
 PLUGINS = ("catalog", "scaffolder", "search")
 

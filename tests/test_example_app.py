@@ -8,8 +8,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from flask_backstage_auth import ConfigReader, ServerTokenManager
-
-from .conftest import LiveServer, new_secret
+from tests.conftest import LiveServer, new_secret
 
 
 def test_health_is_open(client: FlaskClient) -> None:
@@ -192,7 +191,7 @@ def test_production_config_drops_the_development_token(monkeypatch: pytest.Monke
 
 
 def test_techdocs_pages_through_the_user_cookie(app: Flask) -> None:
-    from flask_backstage_auth.testing import mock_credentials
+    from flask_backstage_auth.testing.mocks import mock_credentials
 
     client = app.test_client()
     client.set_cookie(*mock_credentials.limited_user_cookie("user:default/reader"))
@@ -253,8 +252,7 @@ def test_search_indexer_calls_the_catalog_over_http(
 def test_search_indexer_fails_clearly_when_the_catalog_rejects_it(secret: str) -> None:
     """The catalog lives in another deployment, with keys of its own."""
     from example_app import create_app
-
-    from .conftest import free_port
+    from tests.conftest import free_port
 
     catalog_port, search_port = free_port(), free_port()
     catalog_app = create_app(
@@ -474,7 +472,7 @@ def test_two_example_instances_share_keys_across_a_rotation(tmp_path: t.Any) -> 
 def example_database(request: pytest.FixtureRequest, tmp_path: t.Any) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'walkthrough.sqlite'}"
-    from .conftest import _pg_url_in
+    from tests.conftest import _pg_url_in
 
     url = _pg_url_in(request.getfixturevalue("postgres_url"), request.getfixturevalue("pg_schema"))
     return t.cast(str, url.render_as_string(hide_password=False))

@@ -15,9 +15,8 @@ from flask_backstage_auth import (
     ServerTokenManager,
     get_credentials,
 )
-from flask_backstage_auth.testing import MockCredentials, bearer_header
-
-from .conftest import new_secret
+from flask_backstage_auth.testing.mocks import MockCredentials, bearer_header
+from tests.conftest import new_secret
 
 STATIC = "static-token-for-tests"
 

@@ -1261,7 +1261,7 @@ def test_custom_handler_errors(clock: FakeClock, caplog: pytest.LogCaptureFixtur
 
 def counting_static_handler(calls: list[str]) -> ExternalTokenHandler[t.Any]:
     """The built-in static handler under another type, counting verifications."""
-    from flask_backstage_auth.tokens.static import static_token_handler
+    from flask_backstage_auth.auth.external.static import static_token_handler
 
     def verify(token: str, context: t.Any) -> ExternalTokenResult | None:
         calls.append(token)

@@ -17,10 +17,9 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from flask_backstage_auth.http_safety import MAX_BODY
-
-from .access_token_app import TEAM, bearer, build, user_token
-from .conftest import LiveServer
+from flask_backstage_auth.router.safety import MAX_BODY
+from tests.access_token_app import TEAM, bearer, build, user_token
+from tests.conftest import LiveServer
 
 BASE = "/api/access-tokens"
 COOKIE = f"{BASE}/.backstage/auth/v1/cookie"

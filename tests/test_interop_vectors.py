@@ -7,9 +7,8 @@ import typing as t
 import pytest
 
 from flask_backstage_auth import AuthenticationError, ConfigError, ServerTokenManager
-from flask_backstage_auth.secrets import decode_backstage_secret, validate_secret
-
-from .conftest import VECTORS
+from flask_backstage_auth.legacy.secrets import decode_backstage_secret, validate_secret
+from tests.conftest import VECTORS
 
 SECRETS = VECTORS["secrets"]
 LEGACY_TOKENS = VECTORS["legacy_tokens"]

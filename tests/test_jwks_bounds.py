@@ -24,11 +24,10 @@ from flask import Blueprint, Flask, jsonify
 from jwt.algorithms import ECAlgorithm
 
 from flask_backstage_auth import BackstageAuth, ConfigError, HostDiscovery, get_credentials
-from flask_backstage_auth.testing import bearer_header
-from flask_backstage_auth.tokens import plugin as plugin_module
-from flask_backstage_auth.tokens.jwks import FetchBudget, JwksFetcher, JwksUnavailable
-
-from .conftest import LiveServer
+from flask_backstage_auth.auth.jwks import FetchBudget, JwksFetcher, JwksUnavailable
+from flask_backstage_auth.auth.plugin import handler as plugin_module
+from flask_backstage_auth.testing.mocks import bearer_header
+from tests.conftest import LiveServer
 
 T0 = 1_900_000_000.0
 JWKS_PATH = "/.backstage/auth/v1/jwks.json"

@@ -8,8 +8,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from flask_backstage_auth.access_tokens import api
 from flask_backstage_auth.access_tokens.ratelimit import LEAK_REPORTS_PER_MINUTE, RateLimit
-
-from .access_token_app import Clock, build
+from tests.access_token_app import Clock, build
 
 REPORT = "/api/access-tokens/service/revoke"
 PROXY = "10.0.0.1"  # the reverse proxy every request comes through

@@ -25,9 +25,8 @@ from flask_backstage_auth import (
     add_auth_policy,
     get_credentials,
 )
-from flask_backstage_auth.tokens.user import USER_TYP, create_limited_user_token
-
-from .conftest import new_secret
+from flask_backstage_auth.auth.user.handler import USER_TYP, create_limited_user_token
+from tests.conftest import new_secret
 
 BASE_URL = "http://localhost:7007"
 JANE = "user:default/jane"

@@ -26,12 +26,12 @@ from flask_backstage_auth import (
     ServicePrincipal,
     UserPrincipal,
     create_require_authentication_middleware,
-    legacy_adapters,
 )
 from flask_backstage_auth.credentials import NONE_CREDENTIALS
 from flask_backstage_auth.extension import BackstageAuth
-from flask_backstage_auth.http_auth import HttpAuthService
-from flask_backstage_auth.legacy_adapters import (
+from flask_backstage_auth.http_auth.service import HttpAuthService
+from flask_backstage_auth.legacy import adapters as legacy_adapters
+from flask_backstage_auth.legacy.adapters import (
     NO_TOKEN_MANAGER_MESSAGE,
     AuthCompat,
     BackstageUserInfo,
@@ -43,7 +43,10 @@ from flask_backstage_auth.legacy_adapters import (
     create_legacy_auth_adapters,
     identity_from_auth,
 )
-from flask_backstage_auth.middleware import LEGACY_SERVICE_SUBJECT, get_middleware_credentials
+from flask_backstage_auth.legacy.middleware import (
+    LEGACY_SERVICE_SUBJECT,
+    get_middleware_credentials,
+)
 
 JANE = "user:default/jane"
 STATIC_TOKEN = "static-token-123"

@@ -45,18 +45,21 @@ from flask_backstage_auth import (
 from flask_backstage_auth.access_tokens.extension import AccessTokens
 from flask_backstage_auth.access_tokens.scopes import Scope
 from flask_backstage_auth.access_tokens.store import in_memory_store
-from flask_backstage_auth.auth import AuthService
+from flask_backstage_auth.auth.service import AuthService
 from flask_backstage_auth.cli import cli
 from flask_backstage_auth.credentials import AccessRestrictions, UserPrincipal
-from flask_backstage_auth.legacy import RESTRICTED_ONLY_MESSAGE
-from flask_backstage_auth.legacy_adapters import (
+from flask_backstage_auth.legacy.adapters import (
     RESTRICTED_MESSAGE,
     AuthCompat,
     create_legacy_auth_adapters,
     identity_from_auth,
 )
-from flask_backstage_auth.middleware import LEGACY_SERVICE_SUBJECT, get_middleware_credentials
-from flask_backstage_auth.secrets import validate_secret
+from flask_backstage_auth.legacy.middleware import (
+    LEGACY_SERVICE_SUBJECT,
+    get_middleware_credentials,
+)
+from flask_backstage_auth.legacy.secrets import validate_secret
+from flask_backstage_auth.legacy.token_manager import RESTRICTED_ONLY_MESSAGE
 from tests.conftest import new_secret
 
 T0 = 1_800_000_000.0

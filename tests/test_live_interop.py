@@ -19,8 +19,7 @@ import pytest
 from flask import Flask
 
 from flask_backstage_auth import BackstageAuth, ServerTokenManager, generate_secret
-
-from .conftest import LiveServer
+from tests.conftest import LiveServer
 
 LIVE = Path(
     os.environ.get("BS_INTEROP_LIVE", Path(__file__).parents[2] / "shared" / "interop" / "live")

@@ -25,12 +25,12 @@ from flask_backstage_auth import (
     UserPrincipal,
     create_require_authentication_middleware,
 )
-from flask_backstage_auth.middleware import (
+from flask_backstage_auth.legacy.middleware import (
     LEGACY_SERVICE_SUBJECT,
     RequireAuthentication,
     RequireAuthenticationMiddleware,
 )
-from flask_backstage_auth.tokens.legacy import SUBJECT, TOKEN_LIFETIME
+from flask_backstage_auth.legacy.tokens import SUBJECT, TOKEN_LIFETIME
 
 if t.TYPE_CHECKING:
     from _typeshed.wsgi import WSGIEnvironment

@@ -6,7 +6,7 @@ import typing as t
 import pytest
 from werkzeug.wrappers import Response
 
-from flask_backstage_auth.config import ConfigReader
+from flask_backstage_auth.config.reader import ConfigReader
 from flask_backstage_auth.credentials import (
     NONE_CREDENTIALS,
     AccessRestrictions,
@@ -15,7 +15,7 @@ from flask_backstage_auth.credentials import (
     UserPrincipal,
 )
 from flask_backstage_auth.errors import ConfigError, NotAllowedError
-from flask_backstage_auth.legacy import ServerTokenManager
+from flask_backstage_auth.legacy.token_manager import ServerTokenManager
 from flask_backstage_auth.permissions import (
     AllowAllPolicy,
     AuthorizeResult,

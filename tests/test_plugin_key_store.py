@@ -12,9 +12,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from flask import Flask
 
 from flask_backstage_auth import BackstageAuth, ConfigError
-from flask_backstage_auth.testing import bearer_header
-
-from .test_plugin_tokens import whoami_plugin
+from flask_backstage_auth.testing.mocks import bearer_header
+from tests.test_plugin_tokens import whoami_plugin
 
 
 def write_pair(folder: Path, name: str, key: t.Any | None = None) -> tuple[Path, Path]:

@@ -16,9 +16,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from flask import Blueprint, Flask, jsonify
 
 from flask_backstage_auth import AuthenticationError, BackstageAuth, get_credentials
-from flask_backstage_auth.testing import bearer_header
-
-from .conftest import VECTORS, LiveServer
+from flask_backstage_auth.testing.mocks import bearer_header
+from tests.conftest import VECTORS, LiveServer
 
 PLUGIN_VECTORS = VECTORS["plugin_tokens"]
 
@@ -303,9 +302,8 @@ def shared_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> t.Ite
     """One database for two app instances, with our migrations applied."""
     import sqlalchemy as sa
 
-    from flask_backstage_auth.cli_db import upgrade_database
-
-    from .conftest import _pg_url_in
+    from flask_backstage_auth.db.cli import upgrade_database
+    from tests.conftest import _pg_url_in
 
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'shared.db'}"

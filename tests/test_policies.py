@@ -14,8 +14,8 @@ from flask_backstage_auth import (
     get_credentials,
     unauthenticated,
 )
-from flask_backstage_auth.policies import AuthPolicy, compile_policy_path
-from flask_backstage_auth.testing import MockCredentials, bearer_header
+from flask_backstage_auth.router.policies import AuthPolicy, compile_policy_path
+from flask_backstage_auth.testing.mocks import MockCredentials, bearer_header
 
 mock = MockCredentials()
 

@@ -14,9 +14,8 @@ import pytest
 from flask import Blueprint, Flask
 
 from flask_backstage_auth import BackstageAuth, add_auth_policy
-from flask_backstage_auth.mounts import Mounts, own_rules
-
-from .conftest import new_secret
+from flask_backstage_auth.router.mounts import Mounts, own_rules
+from tests.conftest import new_secret
 
 
 def make_app() -> tuple[Flask, BackstageAuth]:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from .conftest import free_port
+from tests.conftest import free_port
 
 ROOT = Path(__file__).parents[1]
 NESTED = "FLASK_BACKSTAGE_AUTH_README_RUN"

@@ -28,9 +28,13 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.pool import NullPool, StaticPool
 from werkzeug.wrappers import Response as WerkzeugResponse
 
-from flask_backstage_auth.cli_db import alembic_config, db_group, describe_cli_error
-from flask_backstage_auth.errors import ServiceUnavailableError
-from flask_backstage_auth.storage import (
+from flask_backstage_auth.auth.plugin.keys import (
+    KEY_EXPIRATION_MARGIN_FACTOR,
+    PublicKeyStore,
+    RotatingKeySource,
+)
+from flask_backstage_auth.db.cli import alembic_config, db_group, describe_cli_error
+from flask_backstage_auth.db.storage import (
     BRANCH_LABEL,
     DATABASE_URI_KEY,
     VERSION_TABLE,
@@ -45,13 +49,8 @@ from flask_backstage_auth.storage import (
     public_keys_table,
     versions_path,
 )
-from flask_backstage_auth.tokens.keys import (
-    KEY_EXPIRATION_MARGIN_FACTOR,
-    PublicKeyStore,
-    RotatingKeySource,
-)
-
-from .conftest import _pg_url_in
+from flask_backstage_auth.errors import ServiceUnavailableError
+from tests.conftest import _pg_url_in
 
 #: Nothing listens on port 1; the password must never show up in an error.
 PASSWORD = "pw-7c1d9e0f-not-for-errors"

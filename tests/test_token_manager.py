@@ -17,9 +17,8 @@ from flask_backstage_auth import (
     ServerTokenManager,
     generate_secret,
 )
-from flask_backstage_auth.secrets import decode_backstage_secret
-
-from .conftest import new_secret
+from flask_backstage_auth.legacy.secrets import decode_backstage_secret
+from tests.conftest import new_secret
 
 
 class FakeClock:

@@ -9,14 +9,14 @@ import pytest
 from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request
 
-from flask_backstage_auth.paths import (
+from flask_backstage_auth.legacy.unless import PathRule, Unless
+from flask_backstage_auth.router.paths import (
     is_clean_path,
     is_trustworthy_request_path,
     is_under_prefix,
     normalize_path,
     routing_path,
 )
-from flask_backstage_auth.unless import PathRule, Unless
 
 if t.TYPE_CHECKING:
     from _typeshed.wsgi import WSGIEnvironment

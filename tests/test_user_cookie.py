@@ -38,14 +38,18 @@ from flask_backstage_auth import (
     add_auth_policy,
     get_credentials,
 )
-from flask_backstage_auth.http_auth import (
+from flask_backstage_auth.auth.user.handler import (
+    LIMITED_USER_TYP,
+    USER_TYP,
+    create_limited_user_token,
+)
+from flask_backstage_auth.http_auth.service import (
     COOKIE_METHODS,
     COOKIE_REISSUE_THRESHOLD,
     USER_COOKIE_NAME,
     CookieSettings,
     IssuedCookie,
 )
-from flask_backstage_auth.tokens.user import LIMITED_USER_TYP, USER_TYP, create_limited_user_token
 
 START = 1_700_000_000.0
 BASE_URL = "http://localhost:7007"

@@ -5,9 +5,8 @@ from __future__ import annotations
 from flask import Blueprint, jsonify
 from flask.typing import ResponseReturnValue
 
+from example_app.environment import PluginEnvironment
 from flask_backstage_auth import add_auth_policy, get_credentials
-
-from ..environment import PluginEnvironment
 
 
 def create_plugin(env: PluginEnvironment) -> Blueprint:

@@ -9,6 +9,7 @@ import typing as t
 from flask import Blueprint, jsonify, request
 from flask.typing import ResponseReturnValue
 
+from example_app.environment import PluginEnvironment
 from flask_backstage_auth import (
     ConflictError,
     InputError,
@@ -16,8 +17,6 @@ from flask_backstage_auth import (
     create_permission,
     get_credentials,
 )
-
-from ..environment import PluginEnvironment
 
 SEED_ENTITIES: list[dict[str, t.Any]] = [
     {

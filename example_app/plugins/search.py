@@ -16,6 +16,7 @@ import requests
 from flask import Blueprint, jsonify, request
 from flask.typing import ResponseReturnValue
 
+from example_app.environment import PluginEnvironment
 from flask_backstage_auth import (
     AuthService,
     BackstageError,
@@ -23,8 +24,6 @@ from flask_backstage_auth import (
     get_credentials,
     plugin_session,
 )
-
-from ..environment import PluginEnvironment
 
 Document = t.Dict[str, str]
 

@@ -13,9 +13,8 @@ from pathlib import Path
 from flask import Blueprint, jsonify, send_from_directory
 from flask.typing import ResponseReturnValue
 
+from example_app.environment import PluginEnvironment
 from flask_backstage_auth import add_auth_policy, unauthenticated
-
-from ..environment import PluginEnvironment
 
 _TITLE = re.compile(r"<title>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 _TAG = re.compile(r"<[^>]+>")

@@ -24,17 +24,16 @@ from pathlib import Path
 
 from flask import Blueprint, Response, jsonify, request
 
-from ..credentials import Credentials, ServicePrincipal, UserPrincipal
-from ..errors import ConflictError, InputError, NotAllowedError, NotFoundError
-from ..extension import get_credentials
-from ..http_auth import check_allowed
-from ..http_safety import MAX_BODY, bound_request_body, no_store, read_request_body
-from ..permissions import AuthorizeResult, Permission
-from ..policies import add_auth_policy, unauthenticated
-from .extension import PLUGIN_ID
-from .format import DISPLAY_PREFIX_LENGTH, TokenKind, generate_token, hash_token, parse
-from .guard import require_change_credentials
-from .permissions import (
+from flask_backstage_auth.access_tokens.extension import PLUGIN_ID
+from flask_backstage_auth.access_tokens.format import (
+    DISPLAY_PREFIX_LENGTH,
+    TokenKind,
+    generate_token,
+    hash_token,
+    parse,
+)
+from flask_backstage_auth.access_tokens.guard import require_change_credentials
+from flask_backstage_auth.access_tokens.permissions import (
     PERSONAL_READ,
     PERSONAL_REVOKE,
     PERSONAL_WRITE,
@@ -42,17 +41,29 @@ from .permissions import (
     SERVICE_REVOKE,
     SERVICE_WRITE,
 )
-from .ratelimit import (
+from flask_backstage_auth.access_tokens.ratelimit import (
     LEAK_REPORT_CLIENTS,
     LEAK_REPORTS_PER_MINUTE,
     RateLimit,
     TooManyRequestsError,
     client_key,
 )
-from .store import AuditEvent, Status, TokenRecord
+from flask_backstage_auth.access_tokens.store import AuditEvent, Status, TokenRecord
+from flask_backstage_auth.credentials import Credentials, ServicePrincipal, UserPrincipal
+from flask_backstage_auth.errors import ConflictError, InputError, NotAllowedError, NotFoundError
+from flask_backstage_auth.extension import get_credentials
+from flask_backstage_auth.http_auth.service import check_allowed
+from flask_backstage_auth.permissions import AuthorizeResult, Permission
+from flask_backstage_auth.router.policies import add_auth_policy, unauthenticated
+from flask_backstage_auth.router.safety import (
+    MAX_BODY,
+    bound_request_body,
+    no_store,
+    read_request_body,
+)
 
 if t.TYPE_CHECKING:  # pragma: no cover
-    from .extension import AccessTokensState
+    from flask_backstage_auth.access_tokens.extension import AccessTokensState
 
 DAY = 86400
 STATUSES: tuple[Status, ...] = ("active", "expiring", "expired", "revoked")

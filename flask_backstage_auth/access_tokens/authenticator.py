@@ -17,13 +17,18 @@ import typing as t
 
 from flask import has_request_context, request
 
-from ..auth import VerifiedToken
-from ..clock import Clock
-from ..credentials import ServicePrincipal, UserPrincipal
-from ..errors import AuthenticationError
-from .format import DISPLAY_PREFIX_LENGTH, hash_token, looks_like_access_token, parse
-from .scopes import ScopeCatalogue
-from .store import SqlAccessTokenStore, TokenRecord
+from flask_backstage_auth.access_tokens.format import (
+    DISPLAY_PREFIX_LENGTH,
+    hash_token,
+    looks_like_access_token,
+    parse,
+)
+from flask_backstage_auth.access_tokens.scopes import ScopeCatalogue
+from flask_backstage_auth.access_tokens.store import SqlAccessTokenStore, TokenRecord
+from flask_backstage_auth.auth.service import VerifiedToken
+from flask_backstage_auth.clock import Clock
+from flask_backstage_auth.credentials import ServicePrincipal, UserPrincipal
+from flask_backstage_auth.errors import AuthenticationError
 
 logger = logging.getLogger(__name__)
 

@@ -18,11 +18,11 @@ from contextlib import contextmanager
 import click
 from flask.cli import AppGroup
 
-from ..errors import BackstageError, InputError
-from . import api
-from .extension import AccessTokens, AccessTokensState
-from .format import generate_token
-from .store import TokenRecord
+from flask_backstage_auth.access_tokens import api
+from flask_backstage_auth.access_tokens.extension import AccessTokens, AccessTokensState
+from flask_backstage_auth.access_tokens.format import generate_token
+from flask_backstage_auth.access_tokens.store import TokenRecord
+from flask_backstage_auth.errors import BackstageError, InputError
 
 #: The actor of every change made here, in the audit trail.
 CLI_ACTOR = "cli"

@@ -7,13 +7,13 @@ from dataclasses import dataclass
 
 from flask import Flask, current_app
 
-from ..config import ConfigReader
-from ..errors import ConfigError
-from ..extension import BackstageAuth, BackstageAuthState
-from .authenticator import AccessTokenAuthenticator
-from .ratelimit import ClientAddress, remote_addr
-from .scopes import Scope, ScopeCatalogue
-from .store import SqlAccessTokenStore
+from flask_backstage_auth.access_tokens.authenticator import AccessTokenAuthenticator
+from flask_backstage_auth.access_tokens.ratelimit import ClientAddress, remote_addr
+from flask_backstage_auth.access_tokens.scopes import Scope, ScopeCatalogue
+from flask_backstage_auth.access_tokens.store import SqlAccessTokenStore
+from flask_backstage_auth.config.reader import ConfigReader
+from flask_backstage_auth.errors import ConfigError
+from flask_backstage_auth.extension import BackstageAuth, BackstageAuthState
 
 EXTENSION_KEY = "backstage_auth_access_tokens"
 PLUGIN_ID = "access-tokens"
@@ -159,11 +159,11 @@ class AccessTokens:
         auth_state.verifier.late_handlers.append(state.authenticator)
         app.extensions[EXTENSION_KEY] = state
         if self._register_blueprint:
-            from .api import create_blueprint
+            from flask_backstage_auth.access_tokens.api import create_blueprint
 
             app.register_blueprint(create_blueprint(state))
             if self._admin_pages:
-                from .admin import init_admin
+                from flask_backstage_auth.access_tokens.admin import init_admin
 
                 init_admin(app)
 

@@ -11,9 +11,9 @@ The admin pages change tokens only through these API routes.
 
 from __future__ import annotations
 
-from ..credentials import Credentials, UserPrincipal
-from ..errors import NotAllowedError
-from .format import parse
+from flask_backstage_auth.access_tokens.format import parse
+from flask_backstage_auth.credentials import Credentials, UserPrincipal
+from flask_backstage_auth.errors import NotAllowedError
 
 LIMITED_REFUSED = "This endpoint does not allow limited user credentials"
 ON_BEHALF_REFUSED = "This endpoint does not allow user credentials on behalf of '{actor}'"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..permissions import Permission, create_permission
+from flask_backstage_auth.permissions import Permission, create_permission
 
 SERVICE_RESOURCE_TYPE = "access-token-service"
 PERSONAL_RESOURCE_TYPE = "access-token-user"

@@ -18,7 +18,7 @@ from collections import OrderedDict, deque
 
 from flask import Request
 
-from ..errors import BackstageError
+from flask_backstage_auth.errors import BackstageError
 
 logger = logging.getLogger(__name__)
 

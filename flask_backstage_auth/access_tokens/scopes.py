@@ -11,9 +11,9 @@ from __future__ import annotations
 import typing as t
 from dataclasses import dataclass
 
-from ..config import ConfigReader
-from ..credentials import PERMISSION_ACTIONS, AccessRestrictions
-from ..errors import ConfigError
+from flask_backstage_auth.config.reader import ConfigReader
+from flask_backstage_auth.credentials import PERMISSION_ACTIONS, AccessRestrictions
+from flask_backstage_auth.errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Access tokens in the database: records, listing in SQL, lookups by digest, audit.
 
 Every operation is one short transaction. Database failures become
-:class:`~flask_backstage_auth.storage.StorageUnavailable` (a 503), so callers
+:class:`~flask_backstage_auth.db.storage.StorageUnavailable` (a 503), so callers
 fail closed. :func:`in_memory_store` gives the same store on an in-memory
 SQLite database, for tests.
 """
@@ -20,8 +20,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import StaticPool
 
-from ..errors import ConflictError, NotFoundError
-from ..storage import (
+from flask_backstage_auth.access_tokens.format import TokenKind
+from flask_backstage_auth.db.storage import (
     EngineProvider,
     StorageUnavailable,
     access_token_events_table,
@@ -29,7 +29,7 @@ from ..storage import (
     as_engine_provider,
     create_tables,
 )
-from .format import TokenKind
+from flask_backstage_auth.errors import ConflictError, NotFoundError
 
 TOKENS = access_tokens_table
 EVENTS = access_token_events_table

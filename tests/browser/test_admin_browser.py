@@ -10,8 +10,7 @@ import requests
 from flask import Flask
 
 from flask_backstage_auth import AuthBackend
-
-from .conftest import Served
+from tests.browser.conftest import Served
 
 if t.TYPE_CHECKING:  # pragma: no cover
     from playwright.sync_api import Browser, BrowserContext, Page
@@ -33,9 +32,12 @@ class PageErrors:
         page.on("pageerror", self._page_error)
 
     def _console(self, message: t.Any) -> None:
-        if message.type == "error":
+        url = (message.location or {}).get("url", "")
+        # The browser's own favicon request meets the 401 that every URL no
+        # policy opens gets; it is no request of the page.
+        if message.type == "error" and not url.endswith("/favicon.ico"):
             self.messages.append(message.text)
-            self.urls.append((message.location or {}).get("url", ""))
+            self.urls.append(url)
 
     def _page_error(self, error: t.Any) -> None:
         self.messages.append(str(error))

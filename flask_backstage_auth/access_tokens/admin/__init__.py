@@ -14,6 +14,10 @@ See :mod:`flask_backstage_auth.access_tokens.admin.views`.
 
 from __future__ import annotations
 
-from .views import BLUEPRINT_NAME, create_admin_blueprint, init_admin
+from flask_backstage_auth.access_tokens.admin.views import (
+    BLUEPRINT_NAME,
+    create_admin_blueprint,
+    init_admin,
+)
 
 __all__ = ["BLUEPRINT_NAME", "create_admin_blueprint", "init_admin"]

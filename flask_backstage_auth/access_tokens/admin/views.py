@@ -40,16 +40,16 @@ from flask import (
     send_from_directory,
 )
 
-from ...auth_backend import EXTENSION_KEY as AUTH_BACKEND_KEY
-from ...credentials import NONE_CREDENTIALS, Credentials, UserPrincipal
-from ...errors import AuthenticationError, NotAllowedError
-from ...permissions import AuthorizeResult
-from ...policies import unauthenticated
-from .. import extension as _extension
-from ..permissions import PERSONAL_READ, SERVICE_READ
+from flask_backstage_auth.access_tokens import extension as _extension
+from flask_backstage_auth.access_tokens.permissions import PERSONAL_READ, SERVICE_READ
+from flask_backstage_auth.auth_backend.extension import EXTENSION_KEY as AUTH_BACKEND_KEY
+from flask_backstage_auth.credentials import NONE_CREDENTIALS, Credentials, UserPrincipal
+from flask_backstage_auth.errors import AuthenticationError, NotAllowedError
+from flask_backstage_auth.permissions import AuthorizeResult
+from flask_backstage_auth.router.policies import unauthenticated
 
 if t.TYPE_CHECKING:  # pragma: no cover
-    from ..extension import AccessTokensState
+    from flask_backstage_auth.access_tokens.extension import AccessTokensState
 
 #: The blueprint's name (the API's blueprint is ``access-tokens``).
 BLUEPRINT_NAME = "access-tokens-admin"

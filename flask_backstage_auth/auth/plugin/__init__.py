@@ -1,0 +1,1 @@
+"""Plugin-to-plugin tokens: the handler, signing keys and where they come from."""

@@ -1,0 +1,216 @@
+"""Signing keys for the ES256 tokens this app issues, and where their public halves live.
+
+A key source hands out the current private signing key and lists the public
+keys (as JWKs) that verifiers may use. Two kinds, as in Backstage's
+``backend.auth.pluginKeyStore``:
+
+* :class:`RotatingKeySource` (``database``, the default): a key pair made in
+  this process, used for ``key_duration`` seconds, then replaced. Its public
+  half goes to a :class:`PublicKeyStore` first (the database, shared by every
+  instance, or memory) and stays listed for three times ``key_duration``.
+* :class:`StaticKeySource` (``static``): PEM files from configuration; the
+  first pair signs, every public key is listed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import typing as t
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from flask_backstage_auth.clock import Clock, system_clock
+from flask_backstage_auth.config.reader import ConfigReader
+from flask_backstage_auth.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+ALGORITHM = "ES256"
+#: A public key stays listed this many key durations after it was made.
+KEY_EXPIRATION_MARGIN_FACTOR = 3
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    """A private key with its key id, ready to sign."""
+
+    kid: str
+    private_key: t.Any
+    algorithm: str = ALGORITHM
+
+
+def public_jwk(private_key: t.Any, kid: str, algorithm: str = ALGORITHM) -> dict[str, t.Any]:
+    """The public JWK of ``private_key``, with ``kid``, ``alg`` and ``use``."""
+    jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(private_key.public_key()))
+    jwk.update({"kid": kid, "alg": algorithm, "use": "sig"})
+    return t.cast(t.Dict[str, t.Any], jwk)
+
+
+@dataclass(frozen=True)
+class StoredPublicKey:
+    kid: str
+    jwk: dict[str, t.Any]
+    expires_at: float
+
+
+class PublicKeyStore(t.Protocol):
+    """Where public keys are published for every instance to serve."""
+
+    def add_key(self, kid: str, jwk: dict[str, t.Any], expires_at: float) -> None: ...
+
+    def list_keys(self) -> list[StoredPublicKey]: ...
+
+    def remove_keys(self, kids: t.Sequence[str]) -> None: ...
+
+
+class InMemoryPublicKeyStore:
+    """Public keys in this process only: for a single instance, and for tests."""
+
+    def __init__(self) -> None:
+        self._keys: dict[str, StoredPublicKey] = {}
+        self._lock = threading.Lock()
+
+    def add_key(self, kid: str, jwk: dict[str, t.Any], expires_at: float) -> None:
+        with self._lock:
+            self._keys[kid] = StoredPublicKey(kid, dict(jwk), expires_at)
+
+    def list_keys(self) -> list[StoredPublicKey]:
+        with self._lock:
+            return list(self._keys.values())
+
+    def remove_keys(self, kids: t.Sequence[str]) -> None:
+        with self._lock:
+            for kid in kids:
+                self._keys.pop(kid, None)
+
+
+class KeySource(t.Protocol):
+    """Hands out the signing key and lists the public keys."""
+
+    def get_signing_key(self) -> SigningKey: ...
+
+    def list_public_keys(self) -> list[dict[str, t.Any]]: ...
+
+
+class RotatingKeySource:
+    """A per-process ES256 key, rotated every ``key_duration`` seconds.
+
+    The public key is stored before the private key is ever used, so every
+    instance sharing the store can verify a token as soon as it exists.
+    """
+
+    def __init__(
+        self,
+        store: PublicKeyStore,
+        *,
+        key_duration: float = 3600,
+        clock: Clock = system_clock,
+    ) -> None:
+        self.store = store
+        self.key_duration = key_duration
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._current: tuple[SigningKey, float] | None = None
+
+    def get_signing_key(self) -> SigningKey:
+        now = self._clock()
+        with self._lock:
+            if self._current is not None and now < self._current[1]:
+                return self._current[0]
+            private_key = ec.generate_private_key(ec.SECP256R1())
+            key = SigningKey(str(uuid.uuid4()), private_key)
+            expires_at = now + self.key_duration * KEY_EXPIRATION_MARGIN_FACTOR
+            try:
+                self.store.add_key(key.kid, public_jwk(private_key, key.kid), expires_at)
+            except Exception:
+                logger.exception("Failed to generate new signing key")
+                raise
+            self._current = (key, now + self.key_duration)
+            return key
+
+    def list_public_keys(self) -> list[dict[str, t.Any]]:
+        now = self._clock()
+        keys = self.store.list_keys()
+        expired = [k.kid for k in keys if k.expires_at < now]
+        if expired:
+            logger.info("Removing expired plugin service keys, '%s'", "', '".join(expired))
+            try:
+                self.store.remove_keys(expired)
+            except Exception:  # pruning is best effort; listing still excludes them
+                logger.warning("Could not remove expired keys", exc_info=True)
+        return [k.jwk for k in keys if k.expires_at >= now]
+
+
+class StaticKeySource:
+    """Key pairs from PEM files; the first pair signs."""
+
+    def __init__(self, signing_key: SigningKey, public_keys: t.Sequence[dict[str, t.Any]]) -> None:
+        self._signing_key = signing_key
+        self._public_keys = [dict(k) for k in public_keys]
+
+    @classmethod
+    def from_config(cls, config: ConfigReader) -> StaticKeySource:
+        """Read ``static.keys`` of ``backend.auth.pluginKeyStore``."""
+        entries = config.get_config_list("static.keys")
+        if not entries:
+            raise ConfigError(
+                "At least one key pair must be provided in static.keys, when the static"
+                f" key store type is used (at {config.path('static.keys')})"
+            )
+        signing: SigningKey | None = None
+        public_keys = []
+        for index, entry in enumerate(entries):
+            kid = entry.get_string("keyId")
+            algorithm = entry.get_string("algorithm", ALGORITHM)
+            if algorithm != ALGORITHM:
+                raise ConfigError(f"Only ES256 is supported at {entry.path('algorithm')}")
+            public = _load_pem(entry, "publicKeyFile", private=False)
+            jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(public))
+            jwk.update({"kid": kid, "alg": algorithm, "use": "sig"})
+            public_keys.append(jwk)
+            if index == 0:
+                if not entry.has("privateKeyFile"):
+                    raise ConfigError(
+                        "Private key for signing must be provided in the first key pair in"
+                        f" static.keys (at {entry.path('privateKeyFile')})"
+                    )
+                private = _load_pem(entry, "privateKeyFile", private=True)
+                signing = SigningKey(kid, private, algorithm)
+        assert signing is not None
+        return cls(signing, public_keys)
+
+    def get_signing_key(self) -> SigningKey:
+        return self._signing_key
+
+    def list_public_keys(self) -> list[dict[str, t.Any]]:
+        return [dict(k) for k in self._public_keys]
+
+
+def _load_pem(entry: ConfigReader, key: str, *, private: bool) -> t.Any:
+    path = Path(entry.get_string(key))
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"Cannot read {entry.path(key)}: {exc.strerror}") from None
+    try:
+        loaded: t.Any = (
+            serialization.load_pem_private_key(data, password=None)
+            if private
+            else serialization.load_pem_public_key(data)
+        )
+    except (ValueError, TypeError):
+        raise ConfigError(
+            f"{entry.path(key)} is not a PEM {'private' if private else 'public'} key"
+        ) from None
+    if not isinstance(
+        loaded, (ec.EllipticCurvePrivateKey, ec.EllipticCurvePublicKey)
+    ) or not isinstance(loaded.curve, ec.SECP256R1):
+        raise ConfigError(f"{entry.path(key)} must be an EC P-256 key")
+    return loaded

@@ -1,0 +1,396 @@
+"""The ``auth`` service: who a token belongs to, and tokens for outgoing calls.
+
+Token handlers run in Backstage's order: first-party tokens (today: mock
+tokens in tests; Backstage plugin and user tokens slot in here, before the
+rest), then ``externalAccess`` in config order, then the legacy keys; a token
+none of them recognises is ``Illegal token``. Verified tokens are cached, bounded in size
+and in time: an entry never outlives its token's expiry, nor ``cache_ttl``
+seconds, which bounds how long a revoked token may still pass.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import typing as t
+from dataclasses import dataclass, replace
+
+from flask_backstage_auth.auth.external.handler import ExternalAccess, RestrictionsByPlugin
+from flask_backstage_auth.auth.plugin.handler import PluginTokenHandler
+from flask_backstage_auth.auth.user.handler import UserTokenHandler, create_limited_user_token
+from flask_backstage_auth.clock import Clock, system_clock
+from flask_backstage_auth.credentials import (
+    NONE_CREDENTIALS,
+    Credentials,
+    PrincipalType,
+    ServicePrincipal,
+    UserPrincipal,
+    is_principal,
+)
+from flask_backstage_auth.credentials import Principal as Principal
+from flask_backstage_auth.errors import AuthenticationError, BackstageError, NotAllowedError
+from flask_backstage_auth.legacy.token_manager import TokenManager
+
+logger = logging.getLogger(__name__)
+
+#: Tokens longer than this are refused before any handler sees them.
+MAX_TOKEN_LENGTH = 32 * 1024
+
+
+@dataclass(frozen=True)
+class VerifiedToken:
+    """What a handler established about a token."""
+
+    principal: Principal
+    expires_at: float | None = None
+    #: A limited user token (only accepted where limited access is allowed).
+    limited: bool = False
+    #: Plugins the token may call, with their restrictions; ``None``: any.
+    restrictions: RestrictionsByPlugin = None
+    #: Plugin tokens: the plugins it is for (``aud``); ``None``: any plugin.
+    audiences: tuple[str, ...] | None = None
+    #: The token the credentials carry, when not the presented one (a plugin
+    #: token on behalf of a user carries the user's limited token).
+    credentials_token: str | None = None
+    #: The longest this verification may be reused (revocable tokens set it).
+    cache_for: float | None = None
+    #: An id by which the verification can be dropped from the cache.
+    revocation_id: str | None = None
+
+
+class VerifiedEntry:
+    """A verified token in the cache, with the credentials built from it per plugin."""
+
+    __slots__ = ("verified", "until", "credentials")
+
+    def __init__(self, verified: VerifiedToken, until: float) -> None:
+        self.verified = verified
+        self.until = until
+        self.credentials: dict[str, Credentials] = {}
+
+
+#: A first-party handler: a result for its own tokens, ``None`` for others.
+TokenHandler = t.Callable[[str], t.Optional[VerifiedToken]]
+
+
+@dataclass(frozen=True)
+class PluginRequestToken:
+    """The result of :meth:`AuthService.get_plugin_request_token`."""
+
+    token: str
+
+
+@dataclass(frozen=True)
+class LimitedUserToken:
+    """The result of :meth:`AuthService.get_limited_user_token`."""
+
+    token: str
+    expires_at: float
+
+
+class TokenVerifier:
+    """Runs the handlers in order, with a bounded cache of successes.
+
+    Shared by every plugin of an app; plugin-specific checks (access
+    restrictions, limited tokens) happen in :class:`AuthService`.
+    """
+
+    def __init__(
+        self,
+        handlers: t.Sequence[TokenHandler],
+        external_access: ExternalAccess,
+        *,
+        clock: Clock = system_clock,
+        cache_size: int = 10_000,
+        cache_ttl: float = 60,
+    ) -> None:
+        self.handlers = tuple(handlers)
+        self.external_access = external_access
+        #: Handlers tried after ``externalAccess`` (the access-token store).
+        self.late_handlers: list[TokenHandler] = []
+        self._clock = clock
+        self._cache_size = cache_size
+        self._cache_ttl = cache_ttl
+        self._cache: dict[str, VerifiedEntry] = {}
+        self._lock = threading.Lock()
+
+    def verify(self, token: str) -> VerifiedToken:
+        """The verified token, or :class:`AuthenticationError`."""
+        return self.entry(token).verified
+
+    def entry(self, token: str) -> VerifiedEntry:
+        """The cache entry of a valid token (a fresh one when not cached)."""
+        hit = self._cache.get(token)
+        now = self._clock()
+        if hit is not None:
+            if now < hit.until:
+                return hit
+            self.forget(token)
+        verified = self._verify_uncached(token)
+        until = now + self._cache_ttl
+        if verified.expires_at is not None:
+            until = min(until, verified.expires_at)
+        if verified.cache_for is not None:
+            until = min(until, now + verified.cache_for)
+        entry = VerifiedEntry(verified, until)
+        if self._cache_size and until > now:
+            with self._lock:
+                if len(self._cache) >= self._cache_size:
+                    self._cache.pop(next(iter(self._cache)), None)
+                self._cache[token] = entry
+        return entry
+
+    def _verify_uncached(self, token: str) -> VerifiedToken:
+        if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_LENGTH:
+            raise AuthenticationError("Illegal token")
+        try:
+            for handler in self.handlers:
+                verified = handler(token)
+                if verified is not None:
+                    return verified
+            external = self.external_access.verify(token)
+            if external is None:
+                for handler in self.late_handlers:
+                    verified = handler(token)
+                    if verified is not None:
+                        return verified
+        except BackstageError:
+            raise
+        except Exception as exc:  # a handler bug must never open a route
+            logger.exception("Token verification failed unexpectedly")
+            raise AuthenticationError("Illegal token") from exc
+        if external is None:
+            raise AuthenticationError("Illegal token")
+        result, restrictions = external
+        return VerifiedToken(
+            ServicePrincipal(result.subject),
+            expires_at=result.expires_at,
+            restrictions=restrictions,
+        )
+
+    def forget_revocation_id(self, revocation_id: str) -> None:
+        """Drop every cached verification of a revoked or rotated token."""
+        with self._lock:
+            stale = [
+                token
+                for token, entry in self._cache.items()
+                if entry.verified.revocation_id == revocation_id
+            ]
+            for token in stale:
+                self._cache.pop(token, None)
+
+    def forget(self, token: str) -> None:
+        """Drop one token from the cache (after a revocation)."""
+        with self._lock:
+            self._cache.pop(token, None)
+
+    def clear(self) -> None:
+        """Drop every cached verification."""
+        with self._lock:
+            self._cache.clear()
+
+
+def plugin_token_handler(handler: PluginTokenHandler) -> TokenHandler:
+    """Plugin tokens as a first-party handler: service credentials ``plugin:<id>``,
+    or the user of its ``obo`` claim with the plugin as actor."""
+
+    def verify(token: str) -> VerifiedToken | None:
+        verified = handler.verify(token)
+        if verified is None:
+            return None
+        actor = ServicePrincipal(f"plugin:{verified.source_plugin_id}")
+        user = verified.on_behalf_of
+        if user is None:
+            return VerifiedToken(actor, verified.expires_at, audiences=verified.audiences)
+        return VerifiedToken(
+            UserPrincipal(user.user_entity_ref, actor=actor),
+            min(verified.expires_at, user.expires_at),
+            audiences=verified.audiences,
+            credentials_token=verified.obo_token,
+        )
+
+    return verify
+
+
+def user_token_handler(handler: UserTokenHandler) -> TokenHandler:
+    """User tokens as a first-party handler."""
+
+    def verify(token: str) -> VerifiedToken | None:
+        verified = handler.verify(token)
+        if verified is None:
+            return None
+        return VerifiedToken(
+            UserPrincipal(verified.user_entity_ref), verified.expires_at, limited=verified.limited
+        )
+
+    return verify
+
+
+def check_delegation(credentials: Credentials, target_plugin_id: str) -> None:
+    """Refuse to pass restricted ``credentials`` on to ``target_plugin_id``
+    when that would widen them (Backstage's ``DefaultAuthService``).
+
+    Unlike Backstage, which checks service principals only, this also holds for
+    users with restrictions (a scoped personal access token).
+
+    :raises NotAllowedError: the target is outside the restrictions, or is
+        restricted by permission or action (those cannot travel in a token).
+    """
+    principal = credentials.principal
+    if getattr(principal, "access_restrictions", None) is None:
+        return
+    restrictions = credentials.all_access_restrictions or {}
+    target = restrictions.get(target_plugin_id)
+    if target is None:
+        raise NotAllowedError(
+            f"Access to target plugin '{target_plugin_id}' is not included in token's"
+            " access restrictions"
+        )
+    if target.permission_names or target.actions is not None:
+        raise NotAllowedError(
+            f"Access to target plugin '{target_plugin_id}' is restricted and cannot be delegated"
+        )
+
+
+class AuthService:
+    """Backstage's ``AuthService`` for one plugin.
+
+    Get it with :meth:`BackstageAuth.auth <flask_backstage_auth.BackstageAuth.auth>`.
+    """
+
+    def __init__(
+        self,
+        plugin_id: str,
+        verifier: TokenVerifier,
+        token_manager: TokenManager,
+        *,
+        plugin_tokens: PluginTokenHandler | None = None,
+        default_policy_disabled: bool = False,
+    ) -> None:
+        self.plugin_id = plugin_id
+        self._verifier = verifier
+        self._token_manager = token_manager
+        self._plugin_tokens = plugin_tokens
+        self._default_policy_disabled = default_policy_disabled
+
+    def authenticate(self, token: str, *, allow_limited_access: bool = False) -> Credentials:
+        """Credentials for ``token``.
+
+        :raises AuthenticationError: 401, the token is not valid (``Illegal
+            token`` when no handler recognises it), or is a limited user token
+            where limited access is not allowed.
+        :raises NotAllowedError: 403, the token's access restrictions do not
+            include this plugin.
+        """
+        entry = self._verifier.entry(token)
+        verified = entry.verified
+        if verified.limited and not allow_limited_access:
+            raise AuthenticationError("Illegal limited user token")
+        credentials = entry.credentials.get(self.plugin_id)
+        if credentials is not None:
+            return credentials
+        if verified.audiences is not None and self.plugin_id not in verified.audiences:
+            raise AuthenticationError("Failed plugin token verification")
+        principal = verified.principal
+        if verified.restrictions is not None:
+            restriction = verified.restrictions.get(self.plugin_id)
+            if restriction is None:
+                plugins = ", ".join(f"'{p}'" for p in verified.restrictions)
+                raise NotAllowedError(f"This token's access is restricted to plugin(s) {plugins}")
+            principal = replace(
+                t.cast(t.Union[ServicePrincipal, UserPrincipal], principal),
+                access_restrictions=restriction,
+            )
+        credentials = Credentials(
+            principal,
+            expires_at=verified.expires_at,
+            token=verified.credentials_token or token,
+            limited=verified.limited,
+            all_access_restrictions=verified.restrictions,
+        )
+        entry.credentials[self.plugin_id] = credentials
+        return credentials
+
+    def get_none_credentials(self) -> Credentials:
+        return NONE_CREDENTIALS
+
+    def get_own_service_credentials(self) -> Credentials:
+        """Service credentials of this plugin: ``plugin:<id>``."""
+        return Credentials(ServicePrincipal(f"plugin:{self.plugin_id}"))
+
+    def is_principal(self, credentials: Credentials, type: PrincipalType | str) -> bool:
+        return is_principal(credentials, type)
+
+    def get_plugin_request_token(
+        self, *, on_behalf_of: Credentials, target_plugin_id: str
+    ) -> PluginRequestToken:
+        """A token for a request to ``target_plugin_id`` on behalf of a caller.
+
+        Service credentials get a plugin token (ES256, ``sub`` this plugin,
+        ``aud`` the target); user credentials get a plugin token carrying the
+        user's limited token in ``obo``; ``none`` credentials get an empty
+        token only when the default auth policy is disabled. Without a
+        plugin key source (``plugin_tokens=None``), service credentials get a
+        legacy service-to-service token and user credentials forward their
+        token, as Backstage's older builds did.
+
+        Restricted credentials are never widened (as Backstage): a target
+        outside their access restrictions, or a target they may reach only
+        for some permissions or actions, is refused.
+
+        :raises AuthenticationError: for any other credentials.
+        :raises NotAllowedError: restricted credentials that cannot reach the
+            target, or cannot be delegated to it.
+        """
+        principal = on_behalf_of.principal
+        if principal.type in ("service", "user"):
+            check_delegation(on_behalf_of, target_plugin_id)
+        if principal.type == "service":
+            if self._plugin_tokens is None:
+                return PluginRequestToken(self._token_manager.get_token().token)
+            return PluginRequestToken(
+                self._plugin_tokens.issue_token(
+                    plugin_id=self.plugin_id, target_plugin_id=target_plugin_id
+                )
+            )
+        if principal.type == "user":
+            if not on_behalf_of.token:
+                raise AuthenticationError("User credentials is unexpectedly missing token")
+            if self._plugin_tokens is None:
+                return PluginRequestToken(on_behalf_of.token)
+            limited = self.get_limited_user_token(on_behalf_of)
+            return PluginRequestToken(
+                self._plugin_tokens.issue_token(
+                    plugin_id=self.plugin_id,
+                    target_plugin_id=target_plugin_id,
+                    obo_token=limited.token,
+                    obo_expires_at=limited.expires_at,
+                )
+            )
+        if principal.type == "none" and self._default_policy_disabled:
+            return PluginRequestToken("")
+        raise AuthenticationError(
+            f"Refused to issue service token for credential type '{principal.type}'"
+        )
+
+    def get_limited_user_token(self, credentials: Credentials) -> LimitedUserToken:
+        """The limited form of a user's token (for cookies and ``obo`` claims).
+
+        :raises AuthenticationError: not user credentials, or no token.
+        """
+        if credentials.principal.type != "user":
+            raise AuthenticationError("Refused to create a limited token for a non-user principal")
+        if not credentials.token:
+            raise AuthenticationError("User credentials is unexpectedly missing token")
+        token, expires_at = create_limited_user_token(credentials.token)
+        if not expires_at and credentials.expires_at:
+            expires_at = credentials.expires_at
+        if not expires_at:
+            raise AuthenticationError("User token is missing expiration")
+        return LimitedUserToken(token, expires_at)
+
+    def list_public_service_keys(self) -> dict[str, t.Any]:
+        """``{"keys": [...]}``: the public keys that verify this app's plugin tokens."""
+        if self._plugin_tokens is None:
+            return {"keys": []}
+        return {"keys": self._plugin_tokens.key_source.list_public_keys()}

@@ -1,0 +1,1 @@
+"""Backstage user tokens and their limited form."""

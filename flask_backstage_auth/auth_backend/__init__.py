@@ -1,0 +1,1 @@
+"""The ``auth`` plugin: user tokens for development, with the guest provider."""

@@ -1,0 +1,438 @@
+"""An auth backend: Backstage's ``auth`` plugin, issuing user tokens.
+
+::
+
+    BackstageAuth(app)      # first
+    AuthBackend(app)        # then: serves /api/auth
+
+:class:`UserTokenIssuer` makes user tokens exactly as Backstage's
+``issueUserToken`` (header ``{typ: "vnd.backstage.user", alg: "ES256", kid}``,
+claims ``{...custom, iss, sub, ent, aud: "backstage", iat, exp, uip}``), so
+that their limited form (:func:`~flask_backstage_auth.auth.user.handler.create_limited_user_token`)
+verifies with the same key. :class:`AuthBackend` mounts the ``auth`` plugin:
+
+* ``GET /api/auth/.well-known/jwks.json``: the public keys of user tokens,
+  which every backend (this one included) verifies them with;
+* the guest provider (``auth.providers.guest``, reference §6):
+  ``GET|POST /api/auth/guest/refresh`` signs in as the configured guest user
+  (only in development unless
+  ``auth.providers.guest.dangerouslyAllowOutsideDevelopment`` is true);
+  ``guest/start`` and ``guest/handler/frame`` answer 501.
+
+The whole plugin is open (``unauthenticated``), as Backstage's auth plugin is.
+It reads no request body: a declared body over 64 KiB is a 413, and the limit
+is set on the request for anything that would read one. A response holding a
+user token is never cached (``Cache-Control: no-store``).
+
+Keys: by default a per-process :class:`~flask_backstage_auth.auth.plugin.keys.RotatingKeySource`
+over an in-memory store. With several instances behind one URL, give every
+instance the same key source (e.g. a ``RotatingKeySource`` over a shared
+database store): otherwise a token signed by one instance is refused by the
+others and is missing from their JWKS.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import math
+import typing as t
+from dataclasses import dataclass
+
+import jwt
+from flask import Blueprint, Flask, Response, current_app, jsonify
+from jwt.algorithms import ECAlgorithm
+
+from flask_backstage_auth.auth.key_sets import LocalKeySet
+from flask_backstage_auth.auth.plugin.keys import (
+    ALGORITHM,
+    InMemoryPublicKeyStore,
+    KeySource,
+    RotatingKeySource,
+)
+from flask_backstage_auth.auth.user.handler import (
+    MAX_USER_TOKEN_LIFETIME,
+    USER_AUDIENCE,
+    USER_TYP,
+    limited_signing_input,
+)
+from flask_backstage_auth.clock import Clock, system_clock
+from flask_backstage_auth.config.reader import ConfigReader
+from flask_backstage_auth.errors import BackstageError, ConfigError, NotAllowedError
+from flask_backstage_auth.extension import BackstageAuth, BackstageAuthState
+from flask_backstage_auth.router.policies import add_auth_policy
+from flask_backstage_auth.router.safety import bound_request_body, no_store
+
+logger = logging.getLogger(__name__)
+
+#: The ``app.extensions`` key.
+EXTENSION_KEY = "backstage_auth_backend"
+#: The plugin id (and blueprint name) of the auth backend.
+AUTH_PLUGIN_ID = "auth"
+#: Backstage refuses to issue user tokens longer than this.
+MAX_USER_TOKEN_LENGTH = 32_768
+#: ``auth.backstageTokenExpiration``: default and bounds, in seconds.
+DEFAULT_TOKEN_EXPIRATION = 3600
+MIN_TOKEN_EXPIRATION = 600
+MAX_TOKEN_EXPIRATION = 86_400
+#: Key lifetime of the default key source (Backstage's auth backend: one hour).
+DEFAULT_KEY_DURATION = 3600
+DEFAULT_GUEST_USER_ENTITY_REF = "user:development/guest"
+GUEST_NOT_ALLOWED_MESSAGE = (
+    "The guest provider cannot be used outside of a development environment unless"
+    " 'auth.providers.guest.dangerouslyAllowOutsideDevelopment' is enabled"
+)
+
+_EXPIRATION_KEY = "auth.backstageTokenExpiration"
+_GUEST_KEY = "auth.providers.guest"
+#: Units of a Backstage ``HumanDuration`` (Luxon's casual month and year).
+_DURATION_UNITS: dict[str, float] = {
+    "years": 365 * 86_400,
+    "months": 30 * 86_400,
+    "weeks": 7 * 86_400,
+    "days": 86_400,
+    "hours": 3600,
+    "minutes": 60,
+    "seconds": 1,
+    "milliseconds": 0.001,
+}
+
+
+class NotImplementedHttpError(BackstageError):
+    """501: Backstage's ``NotImplementedError``."""
+
+    code = 501
+    error_name = "NotImplementedError"
+
+
+def is_entity_ref(ref: object) -> bool:
+    """Whether ``ref`` parses as Backstage's ``parseEntityRef(ref)`` without defaults.
+
+    The form is ``<kind>:[<namespace>/]<name>``: a kind is required, the
+    namespace is optional (``default``), and no part may be empty.
+    """
+    if not isinstance(ref, str) or not ref:
+        return False
+    colon = ref.find(":")
+    slash = ref.find("/")
+    if slash != -1 and slash < colon:
+        colon = -1
+    if colon <= 0:  # no kind, or an empty one
+        return False
+    if slash != -1 and slash == colon + 1:  # empty namespace
+        return False
+    return ref[max(colon + 1, slash + 1) :] != ""
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _round_half_up(value: float) -> int:
+    """JavaScript's ``Math.round``."""
+    return math.floor(value + 0.5)
+
+
+@dataclass(frozen=True)
+class IssuedUserToken:
+    """A user token and its expiry (epoch seconds, the token's ``exp``)."""
+
+    token: str
+    expires_at: float
+
+
+class UserTokenIssuer:
+    """Issues Backstage user tokens (``vnd.backstage.user``), ES256.
+
+    :param key_source: the signing keys; their public halves are the JWKS.
+    :param issuer: the ``iss`` claim, the auth plugin's external base URL.
+    :param expiration: token lifetime in whole seconds, 1 to 86400.
+    :raises ValueError: an invalid ``issuer`` or ``expiration``.
+    """
+
+    def __init__(
+        self,
+        key_source: KeySource,
+        *,
+        issuer: str,
+        expiration: float = DEFAULT_TOKEN_EXPIRATION,
+        clock: Clock = system_clock,
+    ) -> None:
+        if not isinstance(issuer, str) or not issuer:
+            raise ValueError("issuer must be a non-empty string")
+        if (
+            isinstance(expiration, bool)
+            or not isinstance(expiration, (int, float))
+            or not math.isfinite(expiration)
+            or expiration != int(expiration)
+            or not 1 <= expiration <= MAX_USER_TOKEN_LIFETIME
+        ):
+            raise ValueError(
+                f"expiration must be a whole number of seconds from 1 to {MAX_USER_TOKEN_LIFETIME}"
+            )
+        self.key_source = key_source
+        self.issuer = issuer
+        self.expiration = int(expiration)
+        self._clock = clock
+
+    def issue_token(
+        self,
+        sub: str,
+        ent: t.Sequence[str],
+        claims: t.Mapping[str, t.Any] | None = None,
+    ) -> IssuedUserToken:
+        """A signed user token for ``sub`` owning ``ent``, with extra ``claims``.
+
+        The standard claims override same-named entries of ``claims``.
+
+        :raises ValueError: ``sub`` is not an entity ref, ``ent`` is not a list
+            of strings, or the token would exceed 32768 characters.
+        """
+        if not is_entity_ref(sub):
+            raise ValueError('"sub" claim provided by the auth resolver is not a valid EntityRef.')
+        if isinstance(ent, str) or not all(isinstance(ref, str) for ref in ent):
+            raise ValueError('"ent" claim must be a list of entity refs')
+        key = self.key_source.get_signing_key()
+        if key.algorithm != ALGORITHM:
+            raise ValueError(f"User tokens are signed with {ALGORITHM}, not {key.algorithm}")
+        iat = int(self._clock())
+        exp = iat + self.expiration
+        header: dict[str, t.Any] = {"typ": USER_TYP, "alg": key.algorithm, "kid": key.kid}
+        signing_input = limited_signing_input(header, {"sub": sub, "iat": iat, "exp": exp})
+        signature = ECAlgorithm(ECAlgorithm.SHA256).sign(signing_input, key.private_key)
+        payload: dict[str, t.Any] = {
+            **(claims or {}),
+            "iss": self.issuer,
+            "sub": sub,
+            "ent": list(ent),
+            "aud": USER_AUDIENCE,
+            "iat": iat,
+            "exp": exp,
+            "uip": _b64url(signature),
+        }
+        logger.info("Issuing token for %s, with entities %s", sub, ",".join(ent))
+        token = jwt.encode(
+            payload, key.private_key, algorithm=key.algorithm, headers=header, sort_headers=False
+        )
+        if len(token) > MAX_USER_TOKEN_LENGTH:
+            raise ValueError(
+                "Failed to issue a new user token. The resulting token is excessively large,"
+                " with either too many ownership claims or too large custom claims."
+            )
+        return IssuedUserToken(token, float(exp))
+
+
+def read_token_expiration(config: ConfigReader) -> int:
+    """``auth.backstageTokenExpiration`` in seconds, clamped to [600, 86400].
+
+    A number of seconds, or a Backstage duration such as ``{minutes: 30}``;
+    3600 when absent.
+
+    :raises ConfigError: any other value, naming the path.
+    """
+    value = config.get(_EXPIRATION_KEY)
+    if value is None:
+        return DEFAULT_TOKEN_EXPIRATION
+    path = config.path(_EXPIRATION_KEY)
+    if isinstance(value, t.Mapping) and value:
+        seconds = 0.0
+        for unit, amount in value.items():
+            if unit not in _DURATION_UNITS or not _is_number(amount):
+                raise ConfigError(
+                    f"Invalid duration in config for key '{path}': expected one or more of"
+                    f" {', '.join(_DURATION_UNITS)} with numeric values"
+                )
+            seconds += amount * _DURATION_UNITS[unit]
+    elif _is_number(value):
+        seconds = float(value)
+    else:
+        raise ConfigError(
+            f"Invalid type in config for key '{path}', expected a number of seconds"
+            " or a duration such as {minutes: 30}"
+        )
+    if not math.isfinite(seconds):
+        raise ConfigError(f"Invalid duration in config for key '{path}'")
+    return min(max(_round_half_up(seconds), MIN_TOKEN_EXPIRATION), MAX_TOKEN_EXPIRATION)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class GuestProviderConfig:
+    """``auth.providers.guest``."""
+
+    user_entity_ref: str = DEFAULT_GUEST_USER_ENTITY_REF
+    ownership_entity_refs: tuple[str, ...] = (DEFAULT_GUEST_USER_ENTITY_REF,)
+    dangerously_allow_outside_development: bool = False
+
+    @classmethod
+    def from_config(cls, config: ConfigReader) -> GuestProviderConfig | None:
+        """The guest provider's configuration; ``None`` when ``auth.providers.guest`` is absent.
+
+        :raises ConfigError: an invalid value, naming its path.
+        """
+        if not config.has(_GUEST_KEY):
+            return None
+        guest = config.get_config(_GUEST_KEY)
+        user_ref = guest.get_string("userEntityRef", DEFAULT_GUEST_USER_ENTITY_REF)
+        if not is_entity_ref(user_ref):
+            raise ConfigError(
+                f"Invalid entity ref in config for key '{guest.path('userEntityRef')}',"
+                " expected <kind>:[<namespace>/]<name>"
+            )
+        refs = guest.get("ownershipEntityRefs")
+        if refs is None:
+            ownership: tuple[str, ...] = (user_ref,)
+        elif isinstance(refs, list) and all(isinstance(r, str) and r for r in refs):
+            ownership = tuple(refs)
+        else:
+            raise ConfigError(
+                f"Invalid type in config for key '{guest.path('ownershipEntityRefs')}',"
+                " expected a list of strings"
+            )
+        allow = guest.get_bool("dangerouslyAllowOutsideDevelopment")
+        return cls(user_ref, ownership, allow)
+
+
+class AuthBackendState:
+    """What :class:`AuthBackend` built for one app (in ``app.extensions``)."""
+
+    def __init__(
+        self,
+        app: Flask,
+        auth_state: BackstageAuthState,
+        *,
+        key_source: KeySource | None = None,
+    ) -> None:
+        config = auth_state.config
+        expiration = read_token_expiration(config)
+        self.guest = GuestProviderConfig.from_config(config)
+        self.development = auth_state.settings.development
+        self._clock = auth_state.clock
+        # The default source lives in memory: reloading it on an unknown kid
+        # costs nothing, so a fresh key is never refused during a cooldown.
+        cooldown: float = 1
+        if key_source is None:
+            # A key signs for as long as a token lives (at least an hour) and stays
+            # listed three times that: every token it signed expires before it goes.
+            key_source = RotatingKeySource(
+                InMemoryPublicKeyStore(),
+                key_duration=max(DEFAULT_KEY_DURATION, expiration),
+                clock=auth_state.clock,
+            )
+            cooldown = 0
+        self.issuer = UserTokenIssuer(
+            key_source,
+            issuer=auth_state.discovery.get_external_base_url(AUTH_PLUGIN_ID),
+            expiration=expiration,
+            clock=auth_state.clock,
+        )
+        self.blueprint = self._blueprint(auth_state.settings.plugin_prefix)
+        app.register_blueprint(self.blueprint)
+        # User tokens are verified with our own keys, not fetched over HTTP.
+        auth_state.user_tokens.key_set = LocalKeySet(
+            key_source.list_public_keys, cooldown=cooldown, clock=auth_state.clock
+        )
+
+    def _blueprint(self, plugin_prefix: str) -> Blueprint:
+        bp = Blueprint(AUTH_PLUGIN_ID, __name__, url_prefix=f"{plugin_prefix}/{AUTH_PLUGIN_ID}")
+        add_auth_policy(bp, path="/", allow="unauthenticated")
+        bp.before_request(_bound_body)
+        bp.add_url_rule("/.well-known/jwks.json", "jwks", self.jwks, methods=["GET"])
+        if self.guest is not None:
+            bp.add_url_rule(
+                "/guest/refresh", "guest_refresh", self.guest_refresh, methods=["GET", "POST"]
+            )
+            bp.add_url_rule("/guest/start", "guest_start", _not_implemented, methods=["GET"])
+            bp.add_url_rule(
+                "/guest/handler/frame",
+                "guest_frame",
+                _not_implemented,
+                methods=["GET", "POST"],
+            )
+        return bp
+
+    def jwks(self) -> Response:
+        """``{"keys": [...]}``: the public keys of user tokens."""
+        return jsonify({"keys": self.issuer.key_source.list_public_keys()})
+
+    def guest_refresh(self) -> Response:
+        """Sign in as the guest user (Backstage's proxy provider ``refresh``).
+
+        :raises NotAllowedError: 403 outside development, unless allowed by config.
+        """
+        guest = self.guest
+        assert guest is not None
+        if not self.development and not guest.dangerously_allow_outside_development:
+            raise NotAllowedError(GUEST_NOT_ALLOWED_MESSAGE)
+        issued = self.issuer.issue_token(guest.user_entity_ref, guest.ownership_entity_refs)
+        response = jsonify(
+            {
+                "profile": {},
+                "providerInfo": {},
+                "backstageIdentity": {
+                    "token": issued.token,
+                    "expiresInSeconds": _round_half_up(issued.expires_at - self._clock()),
+                    "identity": {
+                        "type": "user",
+                        "userEntityRef": guest.user_entity_ref,
+                        "ownershipEntityRefs": list(guest.ownership_entity_refs),
+                    },
+                },
+            }
+        )
+        return no_store(response)
+
+
+def _bound_body() -> None:
+    bound_request_body()
+
+
+def _not_implemented() -> t.NoReturn:
+    raise NotImplementedHttpError("Not implemented")
+
+
+class AuthBackend:
+    """The Flask extension: Backstage's ``auth`` plugin at ``/api/auth``.
+
+    Initialise it after :class:`~flask_backstage_auth.BackstageAuth`: it
+    points the extension's user-token verification at its own keys.
+
+    :param app: the app, or ``None`` to call :meth:`init_app` later.
+    :param key_source: the user-token signing keys; by default a per-process
+        rotating key (hourly) kept in memory. Share one source between the
+        instances of a backend.
+    """
+
+    def __init__(self, app: Flask | None = None, *, key_source: KeySource | None = None) -> None:
+        self._key_source = key_source
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask) -> None:
+        """Read the configuration, register the ``auth`` blueprint, use its keys.
+
+        :raises RuntimeError: ``BackstageAuth`` is not registered on ``app``
+            yet, or this extension already is.
+        :raises ConfigError: invalid configuration, naming the path.
+        """
+        if EXTENSION_KEY in app.extensions:
+            raise RuntimeError("AuthBackend is already registered on this app")
+        try:
+            auth_state = BackstageAuth.state(app)
+        except RuntimeError:
+            raise RuntimeError("Initialise BackstageAuth(app) before AuthBackend(app)") from None
+        app.extensions[EXTENSION_KEY] = AuthBackendState(
+            app, auth_state, key_source=self._key_source
+        )
+
+    @staticmethod
+    def state(app: Flask | None = None) -> AuthBackendState:
+        """The extension state of ``app`` (default: the current app)."""
+        target = app if app is not None else current_app
+        try:
+            return t.cast(AuthBackendState, target.extensions[EXTENSION_KEY])
+        except KeyError:
+            raise RuntimeError("AuthBackend is not registered on this app") from None

@@ -1,0 +1,1 @@
+"""Backstage's configuration (``app-config.yaml``) and the ``BACKSTAGE_AUTH_*`` settings."""

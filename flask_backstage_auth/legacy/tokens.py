@@ -1,0 +1,180 @@
+"""Legacy service-to-service tokens: HS256 JWTs with ``sub: backstage-server``.
+
+Both :class:`~flask_backstage_auth.legacy.token_manager.ServerTokenManager` and the
+``externalAccess`` ``legacy`` handler verify through :func:`verify_legacy_token`.
+"""
+
+from __future__ import annotations
+
+import re
+import typing as t
+
+import jwt
+
+from flask_backstage_auth.auth.claims import InvalidClaims, check_times
+from flask_backstage_auth.auth.jose import decode_hs256, encode_hs256
+
+ALGORITHM = "HS256"
+SUBJECT = "backstage-server"
+#: Lifetime of a token we mint, and the most we accept at verification.
+TOKEN_LIFETIME = 3600
+
+#: Longer strings are refused before any parsing.
+MAX_TOKEN_LENGTH = 8 * 1024
+
+# Compact JWS only: three non-empty base64url segments, nothing else.
+_COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+
+#: ``typ`` values of other Backstage token kinds: never a legacy token.
+OTHER_BACKSTAGE_TYPES = frozenset(
+    {"vnd.backstage.user", "vnd.backstage.limited-user", "vnd.backstage.plugin"}
+)
+
+
+class InvalidToken(Exception):
+    """The token is not a valid legacy token; the message says why."""
+
+
+class SignatureMismatch(InvalidToken):
+    """The token is well formed but no key produced its signature."""
+
+
+def is_compact_jws(token: object, max_length: int = MAX_TOKEN_LENGTH) -> bool:
+    """A string that is three non-empty base64url segments, within size."""
+    return (
+        isinstance(token, str)
+        and len(token) <= max_length
+        and _COMPACT_JWS.fullmatch(token) is not None
+    )
+
+
+def looks_like_legacy_token(token: str) -> bool:
+    """Backstage's duck-type test for the ``legacy`` external handler.
+
+    HS256 header, ``sub == "backstage-server"``, no ``aud``. Nothing is verified.
+    """
+    if not is_compact_jws(token):
+        return False
+    try:
+        header = jwt.get_unverified_header(token)
+        payload = jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError:
+        return False
+    return header.get("alg") == ALGORITHM and payload.get("sub") == SUBJECT and "aud" not in payload
+
+
+def verify_legacy_token(
+    token: object,
+    keys: t.Sequence[bytes],
+    *,
+    now: float,
+    leeway: float = 0,
+    max_lifetime_leeway: float = 60,
+) -> dict[str, t.Any]:
+    """Verify a legacy token against each key in order; return its claims.
+
+    Checks: compact JWS, header ``alg`` exactly HS256 and no other Backstage
+    ``typ``, no ``crit``, an HMAC-SHA256 signature from one of ``keys``,
+    ``sub == "backstage-server"``, no ``aud``, a numeric ``exp`` in the future
+    and at most an hour (plus ``max_lifetime_leeway``) ahead, numeric
+    ``nbf``/``iat`` when present.
+
+    :raises SignatureMismatch: no key verified the signature.
+    :raises InvalidToken: anything else is wrong; the message says what.
+    """
+    if not isinstance(token, str):
+        raise InvalidToken("token must be a string")
+    if len(token) > MAX_TOKEN_LENGTH:
+        raise InvalidToken("token is too long")
+    if not is_compact_jws(token):
+        raise InvalidToken("token is not a compact JWS")
+    if not keys:
+        raise SignatureMismatch("no verification keys are configured")
+    header: dict[str, t.Any] | None = None
+    claims: dict[str, t.Any] | None = None
+    for key in keys:
+        try:
+            header, claims = decode_hs256(token, key)
+            break
+        except jwt.InvalidSignatureError:
+            continue
+        except jwt.InvalidAlgorithmError as exc:
+            raise InvalidToken(f"illegal alg, expected {ALGORITHM}") from exc
+        except jwt.PyJWTError as exc:
+            raise InvalidToken(f"malformed token ({type(exc).__name__})") from exc
+    if header is None or claims is None:
+        raise SignatureMismatch("signature verification failed")
+    # PyJWS has pinned alg to HS256 already; the rest of the header is ours to check.
+    if header.get("typ") in OTHER_BACKSTAGE_TYPES:
+        raise InvalidToken("token type is not a service-to-service token")
+    if "crit" in header or "b64" in header:
+        raise InvalidToken("unsupported critical header parameter")
+    if claims.get("sub") != SUBJECT:
+        raise InvalidToken(f'illegal sub, expected "{SUBJECT}"')
+    if "aud" in claims:
+        raise InvalidToken("a service-to-service token carries no aud claim")
+    try:
+        check_times(
+            claims,
+            now=now,
+            leeway=leeway,
+            require_exp=True,
+            max_lifetime=TOKEN_LIFETIME,
+            max_lifetime_leeway=max_lifetime_leeway,
+        )
+    except InvalidClaims as exc:
+        raise InvalidToken(str(exc)) from exc
+    return claims
+
+
+def mint_legacy_token(key: bytes, *, now: float) -> str:
+    """A token exactly as Backstage mints it: header ``{"alg":"HS256"}``."""
+    payload = {"sub": SUBJECT, "exp": int(now) + TOKEN_LIFETIME}
+    return encode_hs256(payload, key)
+
+
+class LegacyTokenContext:
+    """Keys for ``legacy`` external access, and the subject they grant."""
+
+    def __init__(
+        self,
+        keys: t.Sequence[bytes],
+        subject: str,
+        clock: t.Callable[[], float],
+        leeway: float = 0,
+        max_lifetime_leeway: float = 60,
+    ) -> None:
+        self.keys = tuple(keys)
+        self.subject = subject
+        self.clock = clock
+        self.leeway = leeway
+        self.max_lifetime_leeway = max_lifetime_leeway
+
+
+def verify_external_legacy_token(
+    token: str, context: LegacyTokenContext
+) -> dict[str, t.Any] | None:
+    """Backstage's ``legacy`` external handler, failing closed.
+
+    ``None`` when the token is not a legacy token or no key signed it (the next
+    handler is tried). A legacy token signed with one of the keys but otherwise
+    invalid (expired, no ``exp``...) raises :class:`InvalidToken`: Backstage
+    answers 500 there, we answer 401, and we require ``exp``.
+    """
+    if not looks_like_legacy_token(token):
+        return None
+    try:
+        return verify_in_context(token, context)
+    except SignatureMismatch:
+        return None
+
+
+def verify_in_context(token: object, context: LegacyTokenContext) -> dict[str, t.Any]:
+    """:func:`verify_legacy_token` with the keys, clock and leeways of ``context``."""
+    return verify_legacy_token(
+        token,
+        context.keys,
+        now=context.clock(),
+        leeway=context.leeway,
+        max_lifetime_leeway=context.max_lifetime_leeway,
+    )

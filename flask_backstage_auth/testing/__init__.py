@@ -1,0 +1,1 @@
+"""Test helpers: mock credentials and the pytest plugin."""

@@ -1,1 +1,0 @@
-"""Token verification, one module per token kind."""
