@@ -25,17 +25,10 @@ from example_app.environment import make_create_env
 from example_app.permission_policy import ExamplePolicy
 from example_app.plugins import app as app_plugin
 from example_app.plugins import catalog, search, techdocs
-from flask_backstage_auth import (
-    CONFIG_KEY,
-    AuthBackend,
-    BackstageAuth,
-    BackstageError,
-    ConfigError,
-    ConfigReader,
-    load_app_config,
-)
+from flask_backstage_auth import AuthBackend, BackstageAuth, BackstageError, ConfigError
 from flask_backstage_auth.access_tokens.extension import AccessTokens
 from flask_backstage_auth.clock import Clock
+from flask_backstage_auth.config import CONFIG_KEY, ConfigReader, load_app_config
 from flask_backstage_auth.db.cli import upgrade_database
 
 HERE = Path(__file__).parent

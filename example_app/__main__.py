@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from example_app import create_app
-from flask_backstage_auth import ConfigReader
+from flask_backstage_auth.config import ConfigReader
 
 
 def main() -> None:

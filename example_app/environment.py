@@ -8,14 +8,9 @@ from dataclasses import dataclass
 
 from flask import Flask
 
-from flask_backstage_auth import (
-    AuthService,
-    BackstageAuth,
-    ConfigReader,
-    HostDiscovery,
-    HttpAuthService,
-    PermissionsService,
-)
+from flask_backstage_auth import AuthService, BackstageAuth, HttpAuthService, PermissionsService
+from flask_backstage_auth.config import ConfigReader
+from flask_backstage_auth.discovery import HostDiscovery
 
 
 @dataclass(frozen=True)

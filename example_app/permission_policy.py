@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import typing as t
 
-from flask_backstage_auth import Credentials, PolicyDecision, PolicyQuery
-from flask_backstage_auth.permissions import ALLOW, DENY
+from flask_backstage_auth import Credentials
+from flask_backstage_auth.permissions import ALLOW, DENY, PolicyDecision, PolicyQuery
 
 GUEST = "user:development/guest"
 

@@ -57,7 +57,7 @@ def free_port() -> int:
 
 
 def new_secret() -> str:
-    from flask_backstage_auth import generate_secret
+    from flask_backstage_auth.legacy.secrets import generate_secret
 
     return generate_secret(32)
 

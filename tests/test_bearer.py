@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from flask_backstage_auth import get_bearer_token
-from flask_backstage_auth.http_auth.bearer import MAX_AUTHORIZATION_HEADER_LENGTH
+from flask_backstage_auth.http_auth.bearer import MAX_AUTHORIZATION_HEADER_LENGTH, get_bearer_token
 
 VECTORS_PATH = Path(__file__).parent / "data" / "backstage_vectors.json"
 

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from flask_backstage_auth import ConfigError, ConfigReader, load_app_config, merge_configs
+from flask_backstage_auth import ConfigError
+from flask_backstage_auth.config import ConfigReader, load_app_config, merge_configs
 
 
 def write(tmp_path: Path, name: str, text: str) -> Path:

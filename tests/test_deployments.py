@@ -16,12 +16,9 @@ import pytest
 import requests
 from flask import Blueprint, Flask, jsonify
 
-from flask_backstage_auth import (
-    HostDiscovery,
-    ServerTokenManager,
-    create_require_authentication_middleware,
-    plugin_session,
-)
+from flask_backstage_auth import ServerTokenManager, create_require_authentication_middleware
+from flask_backstage_auth.client import plugin_session
+from flask_backstage_auth.discovery import HostDiscovery
 from tests.conftest import LiveServer, new_secret
 
 PLUGINS = ("catalog", "scaffolder", "search")

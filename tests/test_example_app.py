@@ -7,7 +7,8 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from flask_backstage_auth import ConfigReader, ServerTokenManager
+from flask_backstage_auth import ServerTokenManager
+from flask_backstage_auth.config import ConfigReader
 from tests.conftest import LiveServer, new_secret
 
 

@@ -29,12 +29,11 @@ from flask_backstage_auth import (
     AuthenticationError,
     BackstageAuth,
     ConfigError,
-    ConfigReader,
-    ExternalTokenHandler,
-    ExternalTokenResult,
     ServerTokenManager,
     get_credentials,
 )
+from flask_backstage_auth.auth.external.types import ExternalTokenHandler, ExternalTokenResult
+from flask_backstage_auth.config import ConfigReader
 from tests.conftest import VECTORS, LiveServer, free_port, new_secret
 
 if t.TYPE_CHECKING:

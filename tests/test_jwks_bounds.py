@@ -23,9 +23,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from flask import Blueprint, Flask, jsonify
 from jwt.algorithms import ECAlgorithm
 
-from flask_backstage_auth import BackstageAuth, ConfigError, HostDiscovery, get_credentials
+from flask_backstage_auth import BackstageAuth, ConfigError, get_credentials
 from flask_backstage_auth.auth.jwks import FetchBudget, JwksFetcher, JwksUnavailable
 from flask_backstage_auth.auth.plugin import handler as plugin_module
+from flask_backstage_auth.discovery import HostDiscovery
 from flask_backstage_auth.testing.mocks import bearer_header
 from tests.conftest import LiveServer
 

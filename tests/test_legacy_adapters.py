@@ -18,16 +18,14 @@ from werkzeug.wrappers import Request, Response
 from flask_backstage_auth import (
     AuthenticationError,
     Credentials,
-    InputError,
-    NoopTokenManager,
     NotAllowedError,
-    ServerToken,
     ServerTokenManager,
     ServicePrincipal,
     UserPrincipal,
     create_require_authentication_middleware,
 )
 from flask_backstage_auth.credentials import NONE_CREDENTIALS
+from flask_backstage_auth.errors import InputError
 from flask_backstage_auth.extension import BackstageAuth
 from flask_backstage_auth.http_auth.service import HttpAuthService
 from flask_backstage_auth.legacy import adapters as legacy_adapters
@@ -47,6 +45,7 @@ from flask_backstage_auth.legacy.middleware import (
     LEGACY_SERVICE_SUBJECT,
     get_middleware_credentials,
 )
+from flask_backstage_auth.legacy.token_manager import NoopTokenManager, ServerToken
 
 JANE = "user:default/jane"
 STATIC_TOKEN = "static-token-123"

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 from flask import Flask
 
-from flask_backstage_auth import BackstageAuth, ServerTokenManager, generate_secret
+from flask_backstage_auth import BackstageAuth, ServerTokenManager
+from flask_backstage_auth.legacy.secrets import generate_secret
 from tests.conftest import LiveServer
 
 LIVE = Path(

@@ -19,7 +19,6 @@ from werkzeug.wrappers import Request
 import flask_backstage_auth
 from flask_backstage_auth import (
     Credentials,
-    NoopTokenManager,
     ServerTokenManager,
     ServicePrincipal,
     UserPrincipal,
@@ -29,7 +28,9 @@ from flask_backstage_auth.legacy.middleware import (
     LEGACY_SERVICE_SUBJECT,
     RequireAuthentication,
     RequireAuthenticationMiddleware,
+    get_middleware_credentials,
 )
+from flask_backstage_auth.legacy.token_manager import NoopTokenManager, ServerToken
 from flask_backstage_auth.legacy.tokens import SUBJECT, TOKEN_LIFETIME
 
 if t.TYPE_CHECKING:
@@ -77,9 +78,7 @@ def make_backend(
     backend = Backend(app)
 
     def record() -> None:
-        backend.calls.append(
-            (request.path, flask_backstage_auth.get_middleware_credentials(request.environ))
-        )
+        backend.calls.append((request.path, get_middleware_credentials(request.environ)))
 
     @app.route("/api/catalog/entities", methods=["GET", "POST", "DELETE"])
     def catalog_entities() -> dict[str, t.Any]:
@@ -143,8 +142,8 @@ class ExplodingTokenManager:
         self.message = message
         self.seen: list[str] = []
 
-    def get_token(self) -> flask_backstage_auth.ServerToken:
-        return flask_backstage_auth.ServerToken("")
+    def get_token(self) -> ServerToken:
+        return ServerToken("")
 
     def authenticate(self, token: str) -> None:
         self.seen.append(token)

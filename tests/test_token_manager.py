@@ -10,14 +10,9 @@ import typing as t
 import jwt
 import pytest
 
-from flask_backstage_auth import (
-    AuthenticationError,
-    ConfigError,
-    NoopTokenManager,
-    ServerTokenManager,
-    generate_secret,
-)
-from flask_backstage_auth.legacy.secrets import decode_backstage_secret
+from flask_backstage_auth import AuthenticationError, ConfigError, ServerTokenManager
+from flask_backstage_auth.legacy.secrets import decode_backstage_secret, generate_secret
+from flask_backstage_auth.legacy.token_manager import NoopTokenManager
 from tests.conftest import new_secret
 
 

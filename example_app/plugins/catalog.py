@@ -10,13 +10,9 @@ from flask import Blueprint, jsonify, request
 from flask.typing import ResponseReturnValue
 
 from example_app.environment import PluginEnvironment
-from flask_backstage_auth import (
-    ConflictError,
-    InputError,
-    NotFoundError,
-    create_permission,
-    get_credentials,
-)
+from flask_backstage_auth import get_credentials
+from flask_backstage_auth.errors import ConflictError, InputError, NotFoundError
+from flask_backstage_auth.permissions import create_permission
 
 SEED_ENTITIES: list[dict[str, t.Any]] = [
     {

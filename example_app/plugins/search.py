@@ -3,7 +3,7 @@
 The collators are those of seed 000 under the new auth services: each asks
 ``auth.get_plugin_request_token(on_behalf_of=<own service credentials>,
 target_plugin_id=...)`` for a token on every request (through
-:func:`flask_backstage_auth.plugin_session`) and reaches the other plugin
+:func:`flask_backstage_auth.client.plugin_session`) and reaches the other plugin
 through discovery, i.e. ``backend.baseUrl``.
 """
 
@@ -17,13 +17,9 @@ from flask import Blueprint, jsonify, request
 from flask.typing import ResponseReturnValue
 
 from example_app.environment import PluginEnvironment
-from flask_backstage_auth import (
-    AuthService,
-    BackstageError,
-    HostDiscovery,
-    get_credentials,
-    plugin_session,
-)
+from flask_backstage_auth import AuthService, BackstageError, get_credentials
+from flask_backstage_auth.client import plugin_session
+from flask_backstage_auth.discovery import HostDiscovery
 
 Document = t.Dict[str, str]
 

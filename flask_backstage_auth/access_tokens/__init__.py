@@ -4,3 +4,10 @@
 and makes its tokens authenticate on every plugin of the app, as access
 restricted to their scopes.
 """
+
+from __future__ import annotations
+
+from flask_backstage_auth.access_tokens.extension import AccessTokens
+from flask_backstage_auth.access_tokens.scopes import Scope
+
+__all__ = ["AccessTokens", "Scope"]

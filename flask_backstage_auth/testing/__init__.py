@@ -1,1 +1,7 @@
 """Test helpers: mock credentials and the pytest plugin."""
+
+from __future__ import annotations
+
+from flask_backstage_auth.testing.mocks import MockCredentials, bearer_header, mock_credentials
+
+__all__ = ["MockCredentials", "bearer_header", "mock_credentials"]
