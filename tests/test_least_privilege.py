@@ -213,6 +213,25 @@ class TestLimitedCredentials:
         assert response.status_code == 401
         assert message(response) == "Illegal limited user token"
 
+    def test_the_obo_part_of_a_plugin_token_on_its_own_changes_nothing(
+        self, app: Flask, client: FlaskClient
+    ) -> None:
+        full = user_token(app)
+        with app.test_request_context():
+            auth = BackstageAuth.state(app).auth("search")
+            plugin_token = auth.get_plugin_request_token(
+                on_behalf_of=auth.authenticate(full), target_plugin_id="catalog"
+            ).token
+        obo = jwt.decode(plugin_token, options={"verify_signature": False})["obo"]
+        response = client.post("/api/catalog/docs/a", headers=bearer(obo))
+        assert response.status_code == 401
+        assert message(response) == "Illegal limited user token"
+        reading = client.get("/api/catalog/docs/a", headers=bearer(obo))
+        assert reading.status_code == 200 and reading.get_json()["limited"] is True
+        # The plugin token itself is a full call of the plugin, as in Backstage.
+        writing = client.post("/api/catalog/docs/a", headers=bearer(plugin_token))
+        assert writing.status_code == 200 and writing.get_json()["limited"] is False
+
     def test_full_tokens_still_write(self, app: Flask, client: FlaskClient) -> None:
         for method in WRITE_METHODS:
             response = client.open(
