@@ -293,6 +293,56 @@ class TestLimitedTokens:
         assert response.status_code == 401
         assert error_message(response) == "Failed user token verification"
 
+    @pytest.mark.parametrize("obo", ["forged", "expired", "full-of-another-key", "legacy", "junk"])
+    def test_a_plugin_token_whose_obo_does_not_verify(
+        self, app: Flask, client: FlaskClient, obo: str
+    ) -> None:
+        """The plugin token is genuine (catalog's own key); the user in it is not."""
+        state = BackstageAuth.state(app)
+        now = int(time.time())
+        kid = AuthBackend.state(app).issuer.key_source.get_signing_key().kid
+        payload = {"sub": JANE, "ent": [JANE], "aud": "backstage", "iat": now - 7200}
+        tokens = {
+            "forged": lambda: create_limited_user_token(
+                self._user_token_without_kid(app, ec.generate_private_key(ec.SECP256R1()))
+            )[0],
+            "expired": lambda: sign_as_auth_backend(
+                app, {**payload, "exp": now - 3600}, {"typ": USER_TYP, "kid": kid}
+            ),
+            "full-of-another-key": lambda: jwt.encode(
+                {**payload, "iat": now, "exp": now + 600},
+                ec.generate_private_key(ec.SECP256R1()),
+                algorithm="ES256",
+                headers={"typ": USER_TYP, "kid": kid},
+            ),
+            "legacy": lambda: state.token_manager.get_token().token,
+            "junk": lambda: "not-a-token",
+        }
+        plugin_token = state.plugin_tokens.issue_token(
+            plugin_id="catalog", target_plugin_id="search", obo_token=tokens[obo]()
+        )
+        response = client.get("/api/search/query", headers=bearer(plugin_token))
+        assert response.status_code == 401
+        assert error_message(response) == "Invalid user token in plugin token obo claim"
+        # the positive control: the same plugin token, a genuine limited token
+        genuine = state.plugin_tokens.issue_token(
+            plugin_id="catalog",
+            target_plugin_id="search",
+            obo_token=create_limited_user_token(user_token(app))[0],
+        )
+        assert client.get("/api/search/query", headers=bearer(genuine)).status_code == 200
+
+    def test_the_cookie_endpoint_issues_on_get_only(self, app: Flask, client: FlaskClient) -> None:
+        path = "/api/catalog/.backstage/auth/v1/cookie"
+        token = user_token(app)
+        issued = client.get(path, headers=bearer(token))
+        assert issued.status_code == 200
+        assert "backstage-auth=" in issued.headers.get("Set-Cookie", "")
+        for method in ("POST", "PUT", "PATCH"):
+            response = client.open(path, method=method, headers=bearer(token))
+            assert response.status_code == 404, method
+            assert "Set-Cookie" not in response.headers
+
     @pytest.mark.parametrize("token", ["", "not-a-jwt", "a.b.c", "ey.ey.ey"])
     def test_no_limited_form_of_a_malformed_token(self, token: str) -> None:
         with pytest.raises(AuthenticationError, match="invalid token type"):
