@@ -19,10 +19,11 @@ from flask.testing import FlaskClient
 from flask_sqlalchemy import SQLAlchemy
 
 import flask_backstage_auth.db.cli
-from flask_backstage_auth import AuthBackend, BackstageAuth, get_credentials
+from flask_backstage_auth import BackstageAuth, get_credentials
 from flask_backstage_auth.access_tokens.extension import AccessTokens
 from flask_backstage_auth.access_tokens.guard import ACCESS_TOKEN_CREATES
 from flask_backstage_auth.access_tokens.scopes import Scope
+from flask_backstage_auth.auth_backend.extension import AuthBackend
 from flask_backstage_auth.errors import ConfigError
 from flask_backstage_auth.permissions import create_permission
 from tests.access_token_app import ALICE, SECRET, TEAM, Clock, bearer, user_token

@@ -14,14 +14,11 @@ import pytest
 from flask import Blueprint, Flask, Response, jsonify
 from flask.testing import FlaskClient
 
-from flask_backstage_auth import (
-    AuthBackend,
-    BackstageAuth,
-    add_auth_policy,
-    get_credentials,
-)
+from flask_backstage_auth import BackstageAuth, get_credentials
 from flask_backstage_auth.auth.service import AuthService
 from flask_backstage_auth.auth.user.handler import create_limited_user_token
+from flask_backstage_auth.auth_backend.extension import AuthBackend
+from flask_backstage_auth.router.policies import add_auth_policy
 from tests.conftest import new_secret
 
 JANE = "user:default/jane"

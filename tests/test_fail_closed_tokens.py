@@ -22,13 +22,11 @@ from flask.testing import FlaskClient
 from jwt.algorithms import ECAlgorithm, HMACAlgorithm
 
 from flask_backstage_auth import (
-    AuthBackend,
     AuthenticationError,
     BackstageAuth,
     Credentials,
     ServicePrincipal,
     UserPrincipal,
-    add_auth_policy,
     get_credentials,
 )
 from flask_backstage_auth.auth.user.handler import (
@@ -37,6 +35,8 @@ from flask_backstage_auth.auth.user.handler import (
     create_limited_user_token,
     limited_signing_input,
 )
+from flask_backstage_auth.auth_backend.extension import AuthBackend
+from flask_backstage_auth.router.policies import add_auth_policy
 from tests.conftest import LiveServer, new_secret
 
 BASE_URL = "http://localhost:7007"
