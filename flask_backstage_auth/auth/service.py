@@ -149,11 +149,6 @@ class TokenVerifier:
                 f" {', '.join(repr(s) for s in HANDLER_STAGES)}"
             )
 
-    @property
-    def handlers(self) -> tuple[TokenHandler, ...]:
-        """The first-party handlers, then the late ones (``externalAccess`` runs between)."""
-        return (*self._first_party, *self._late)
-
     def verify(self, token: str) -> VerifiedToken:
         """The verified token, or :class:`AuthenticationError`."""
         return self.entry(token).verified
