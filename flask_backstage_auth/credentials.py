@@ -38,7 +38,7 @@ class ServicePrincipal:
 
     subject: str
     access_restrictions: AccessRestrictions | None = None
-    type: t.ClassVar[str] = "service"
+    type: t.ClassVar[t.Literal["service"]] = "service"
 
     def to_dict(self) -> dict[str, t.Any]:
         data: dict[str, t.Any] = {"type": "service", "subject": self.subject}
@@ -63,7 +63,7 @@ class UserPrincipal:
     #: Set for a user acting through a scoped personal access token (our
     #: extension: Backstage restricts service principals only).
     access_restrictions: AccessRestrictions | None = None
-    type: t.ClassVar[str] = "user"
+    type: t.ClassVar[t.Literal["user"]] = "user"
 
     def to_dict(self) -> dict[str, t.Any]:
         data: dict[str, t.Any] = {"type": "user", "userEntityRef": self.user_entity_ref}
@@ -82,7 +82,7 @@ class UserPrincipal:
 class NonePrincipal:
     """No credentials at all."""
 
-    type: t.ClassVar[str] = "none"
+    type: t.ClassVar[t.Literal["none"]] = "none"
 
     def to_dict(self) -> dict[str, t.Any]:
         return {"type": "none"}

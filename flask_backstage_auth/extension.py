@@ -23,13 +23,14 @@ from flask_sqlalchemy import SQLAlchemy
 from flask_backstage_auth.auth.external.handler import ExternalAccess, builtin_handlers
 from flask_backstage_auth.auth.external.types import ExternalTokenHandler
 from flask_backstage_auth.auth.jwks import FetchBudget, JwksCache, JwksFetcher
-from flask_backstage_auth.auth.key_sets import LocalKeySet
+from flask_backstage_auth.auth.key_sets import KeySet, LocalKeySet
 from flask_backstage_auth.auth.mock import verify_mock_token
 from flask_backstage_auth.auth.plugin.handler import PluginTokenHandler
 from flask_backstage_auth.auth.plugin.key_source import key_source_from_config
 from flask_backstage_auth.auth.plugin.keys import InMemoryPublicKeyStore, PublicKeyStore
 from flask_backstage_auth.auth.service import (
     AuthService,
+    HandlerStage,
     TokenHandler,
     TokenVerifier,
     plugin_token_handler,
@@ -304,6 +305,32 @@ class BackstageAuth:
             return t.cast(BackstageAuthState, target.extensions[EXTENSION_KEY])
         except KeyError:
             raise RuntimeError("BackstageAuth is not registered on this app") from None
+
+    @staticmethod
+    def register_token_handler(
+        handler: TokenHandler, *, stage: HandlerStage = "late", app: Flask | None = None
+    ) -> None:
+        """Have the app's ``auth`` services try ``handler`` for bearer tokens.
+
+        ``handler`` takes the token split once (a
+        :class:`~flask_backstage_auth.auth.jose.PeekedToken`) and returns a
+        :class:`~flask_backstage_auth.auth.service.VerifiedToken` for a token
+        of its own, ``None`` for others. ``stage="first-party"``: after plugin
+        and user tokens, before ``externalAccess``; ``"late"``: after the
+        legacy keys (where :class:`~flask_backstage_auth.access_tokens.AccessTokens`
+        registers). In registration order within a stage.
+
+        :param app: default: the current app.
+        :raises ValueError: an unknown stage.
+        """
+        BackstageAuth.state(app).verifier.register_handler(handler, stage=stage)
+
+    @staticmethod
+    def use_user_token_keys(key_set: KeySet, *, app: Flask | None = None) -> None:
+        """Verify user tokens (and the ``obo`` user of plugin tokens) with
+        ``key_set`` instead of the ``auth`` plugin's published keys (what
+        :class:`~flask_backstage_auth.auth_backend.extension.AuthBackend` does)."""
+        BackstageAuth.state(app).user_tokens.use_key_set(key_set)
 
     def auth(self, plugin_id: str | None = None) -> AuthService:
         """The ``auth`` service of a plugin (default: the current request's)."""

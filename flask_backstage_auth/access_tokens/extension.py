@@ -156,7 +156,9 @@ class AccessTokens:
             AccessTokenSettings.from_config(auth_state.config),
             client_address=self._client_address,
         )
-        auth_state.verifier.late_handlers.append(state.authenticator)
+        BackstageAuth.register_token_handler(
+            lambda token: state.authenticator(token.token), stage="late", app=app
+        )
         app.extensions[EXTENSION_KEY] = state
         if self._register_blueprint:
             from flask_backstage_auth.access_tokens.api import create_blueprint

@@ -7,6 +7,7 @@ import typing as t
 
 import jwt
 
+from flask_backstage_auth.auth.jose import PeekedToken, verify_jwt
 from flask_backstage_auth.auth.jwks import JwksCache, JwksUnavailable, select_key
 from flask_backstage_auth.clock import Clock, system_clock
 from flask_backstage_auth.errors import BackstageError
@@ -75,37 +76,30 @@ class LocalKeySet:
             return key
 
 
-#: PyJWT checks nothing but the signature: every claim is checked by
-#: :mod:`flask_backstage_auth.auth.claims` against the injected clock.
-NO_CLAIM_CHECKS: t.Any = {
-    "verify_exp": False,
-    "verify_nbf": False,
-    "verify_iat": False,
-    "verify_aud": False,
-    "verify_iss": False,
-}
-
-
 class UnusableHeader(Exception):
     """The token's header names an algorithm, key id or ``crit`` we do not accept."""
 
 
 def decode_with_key_set(
-    token: str,
-    header: t.Mapping[str, t.Any],
+    token: PeekedToken,
     key_set: KeySet,
-    algorithms: t.Collection[str],
-) -> dict[str, t.Any]:
+    algorithms: t.Sequence[str],
+) -> t.Mapping[str, t.Any]:
     """Verify ``token``'s signature with the key its header names; return its claims.
 
     The algorithm is pinned to ``algorithms`` and the key comes only from
-    ``key_set`` (``jku``, ``jwk``, ``x5u`` and ``x5c`` are never used).
+    ``key_set`` (``jku``, ``jwk``, ``x5u`` and ``x5c`` are never used). No
+    claim is checked but the types of ``sub`` and ``jti`` (see
+    :func:`~flask_backstage_auth.auth.jose.verify_jwt`).
 
     :raises UnusableHeader: a refused ``alg``, a non-string ``kid``, or ``crit``.
     :raises LookupError: the key set has no such key.
     :raises JwksUnavailable: no key set could be had.
     :raises jwt.PyJWTError: the signature or the token is bad.
     """
+    header = token.header
+    if header is None:
+        raise token.error("Invalid token")
     alg = header.get("alg")
     kid = header.get("kid")
     if alg not in algorithms or (kid is not None and not isinstance(kid, str)) or "crit" in header:
@@ -113,4 +107,4 @@ def decode_with_key_set(
     key = key_set.get_key(kid, t.cast(str, alg))
     if key is None:
         raise LookupError("no key for the token's kid")
-    return jwt.decode(token, key, algorithms=[t.cast(str, alg)], options=NO_CLAIM_CHECKS)
+    return verify_jwt(token, key, (t.cast(str, alg),))

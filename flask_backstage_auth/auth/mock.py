@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import typing as t
 
+from flask_backstage_auth.auth.jose import PeekedToken
 from flask_backstage_auth.credentials import ServicePrincipal, UserPrincipal
 from flask_backstage_auth.errors import AuthenticationError
 
@@ -47,10 +48,11 @@ def _payload(token: str, prefix: str) -> dict[str, t.Any] | None:
     return payload
 
 
-def verify_mock_token(token: str) -> VerifiedToken | None:
+def verify_mock_token(peeked: PeekedToken) -> VerifiedToken | None:
     """The mock credentials a mock token stands for, ``None`` for other tokens."""
     from flask_backstage_auth.auth.service import VerifiedToken
 
+    token = peeked.token
     if token == "mock-invalid-user-token":
         raise AuthenticationError("User token is invalid")
     if token == "mock-invalid-service-token":

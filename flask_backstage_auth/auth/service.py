@@ -1,11 +1,15 @@
 """The ``auth`` service: who a token belongs to, and tokens for outgoing calls.
 
-Token handlers run in Backstage's order: first-party tokens (today: mock
-tokens in tests; Backstage plugin and user tokens slot in here, before the
-rest), then ``externalAccess`` in config order, then the legacy keys; a token
-none of them recognises is ``Illegal token``. Verified tokens are cached, bounded in size
-and in time: an entry never outlives its token's expiry, nor ``cache_ttl``
-seconds, which bounds how long a revoked token may still pass.
+A never-seen token is split once (:func:`~flask_backstage_auth.auth.jose.peek`)
+and the one :class:`~flask_backstage_auth.auth.jose.PeekedToken` goes to every
+handler, in Backstage's order: the first-party stage (mock tokens in tests,
+plugin tokens, user tokens, then the handlers registered for that stage),
+``externalAccess`` in config order then the legacy keys, then the late stage
+(the handlers registered for it, e.g. access tokens); a token none of them
+recognises is ``Illegal token``. The handler of the token's kind verifies its
+signature once. Verified tokens are cached, bounded in size and in time: an
+entry never outlives its token's expiry, nor ``cache_ttl`` seconds, which
+bounds how long a revoked token may still pass.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import typing as t
 from dataclasses import dataclass, replace
 
 from flask_backstage_auth.auth.external.handler import ExternalAccess, RestrictionsByPlugin
+from flask_backstage_auth.auth.jose import PeekedToken, peek
 from flask_backstage_auth.auth.plugin.handler import PluginTokenHandler
 from flask_backstage_auth.auth.user.handler import UserTokenHandler, create_limited_user_token
 from flask_backstage_auth.clock import Clock, system_clock
@@ -69,8 +74,16 @@ class VerifiedEntry:
         self.credentials: dict[str, Credentials] = {}
 
 
-#: A first-party handler: a result for its own tokens, ``None`` for others.
-TokenHandler = t.Callable[[str], t.Optional[VerifiedToken]]
+#: A token handler: a result for its own tokens, ``None`` for others; it raises
+#: :class:`~flask_backstage_auth.errors.AuthenticationError` for a token of its
+#: own kind that is invalid (no later handler sees it).
+TokenHandler = t.Callable[[PeekedToken], t.Optional[VerifiedToken]]
+
+#: Where a registered handler runs: with Backstage's own token kinds, after
+#: plugin and user tokens (``"first-party"``), or after ``externalAccess`` and
+#: the legacy keys (``"late"``).
+HandlerStage = t.Literal["first-party", "late"]
+HANDLER_STAGES: tuple[HandlerStage, ...] = ("first-party", "late")
 
 
 @dataclass(frozen=True)
@@ -93,6 +106,8 @@ class TokenVerifier:
 
     Shared by every plugin of an app; plugin-specific checks (access
     restrictions, limited tokens) happen in :class:`AuthService`.
+
+    :param handlers: the built-in first-party handlers, in order.
     """
 
     def __init__(
@@ -104,15 +119,35 @@ class TokenVerifier:
         cache_size: int = 10_000,
         cache_ttl: float = 60,
     ) -> None:
-        self.handlers = tuple(handlers)
         self.external_access = external_access
-        #: Handlers tried after ``externalAccess`` (the access-token store).
-        self.late_handlers: list[TokenHandler] = []
+        # Replaced, never changed in place: a verification in another thread
+        # iterates over the tuple it started with.
+        self._first_party: tuple[TokenHandler, ...] = tuple(handlers)
+        self._late: tuple[TokenHandler, ...] = ()
         self._clock = clock
         self._cache_size = cache_size
         self._cache_ttl = cache_ttl
         self._cache: dict[str, VerifiedEntry] = {}
         self._lock = threading.Lock()
+
+    def register_handler(self, handler: TokenHandler, *, stage: HandlerStage = "late") -> None:
+        """Try ``handler`` for every token not yet recognised, at ``stage``.
+
+        Within a stage, handlers run in the order they were registered.
+        ``"first-party"`` handlers run after plugin and user tokens, before
+        ``externalAccess``; ``"late"`` handlers after the legacy keys.
+
+        :raises ValueError: an unknown stage.
+        """
+        if stage == "first-party":
+            self._first_party = (*self._first_party, handler)
+        elif stage == "late":
+            self._late = (*self._late, handler)
+        else:
+            raise ValueError(
+                f"Unknown token handler stage {stage!r}, expected one of"
+                f" {', '.join(repr(s) for s in HANDLER_STAGES)}"
+            )
 
     def verify(self, token: str) -> VerifiedToken:
         """The verified token, or :class:`AuthenticationError`."""
@@ -143,15 +178,16 @@ class TokenVerifier:
     def _verify_uncached(self, token: str) -> VerifiedToken:
         if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_LENGTH:
             raise AuthenticationError("Illegal token")
+        peeked = peek(token)
         try:
-            for handler in self.handlers:
-                verified = handler(token)
+            for handler in self._first_party:
+                verified = handler(peeked)
                 if verified is not None:
                     return verified
-            external = self.external_access.verify(token)
+            external = self.external_access.verify(peeked)
             if external is None:
-                for handler in self.late_handlers:
-                    verified = handler(token)
+                for handler in self._late:
+                    verified = handler(peeked)
                     if verified is not None:
                         return verified
         except BackstageError:
@@ -194,7 +230,7 @@ def plugin_token_handler(handler: PluginTokenHandler) -> TokenHandler:
     """Plugin tokens as a first-party handler: service credentials ``plugin:<id>``,
     or the user of its ``obo`` claim with the plugin as actor."""
 
-    def verify(token: str) -> VerifiedToken | None:
+    def verify(token: PeekedToken) -> VerifiedToken | None:
         verified = handler.verify(token)
         if verified is None:
             return None
@@ -215,7 +251,7 @@ def plugin_token_handler(handler: PluginTokenHandler) -> TokenHandler:
 def user_token_handler(handler: UserTokenHandler) -> TokenHandler:
     """User tokens as a first-party handler."""
 
-    def verify(token: str) -> VerifiedToken | None:
+    def verify(token: PeekedToken) -> VerifiedToken | None:
         verified = handler.verify(token)
         if verified is None:
             return None
@@ -237,7 +273,7 @@ def check_delegation(credentials: Credentials, target_plugin_id: str) -> None:
         restricted by permission or action (those cannot travel in a token).
     """
     principal = credentials.principal
-    if getattr(principal, "access_restrictions", None) is None:
+    if principal.type == "none" or principal.access_restrictions is None:
         return
     restrictions = credentials.all_access_restrictions or {}
     target = restrictions.get(target_plugin_id)
@@ -297,10 +333,8 @@ class AuthService:
             if restriction is None:
                 plugins = ", ".join(f"'{p}'" for p in verified.restrictions)
                 raise NotAllowedError(f"This token's access is restricted to plugin(s) {plugins}")
-            principal = replace(
-                t.cast(t.Union[ServicePrincipal, UserPrincipal], principal),
-                access_restrictions=restriction,
-            )
+            if principal.type != "none":  # none credentials get no further than the barrier
+                principal = replace(principal, access_restrictions=restriction)
         credentials = Credentials(
             principal,
             expires_at=verified.expires_at,

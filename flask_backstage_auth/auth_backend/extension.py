@@ -332,8 +332,9 @@ class AuthBackendState:
         self.blueprint = self._blueprint(auth_state.settings.plugin_prefix)
         app.register_blueprint(self.blueprint)
         # User tokens are verified with our own keys, not fetched over HTTP.
-        auth_state.user_tokens.key_set = LocalKeySet(
-            key_source.list_public_keys, cooldown=cooldown, clock=auth_state.clock
+        BackstageAuth.use_user_token_keys(
+            LocalKeySet(key_source.list_public_keys, cooldown=cooldown, clock=auth_state.clock),
+            app=app,
         )
 
     def _blueprint(self, plugin_prefix: str) -> Blueprint:

@@ -1,18 +1,19 @@
 """Legacy service-to-service tokens: HS256 JWTs with ``sub: backstage-server``.
 
 Both :class:`~flask_backstage_auth.legacy.token_manager.ServerTokenManager` and the
-``externalAccess`` ``legacy`` handler verify through :func:`verify_legacy_token`.
+``externalAccess`` ``legacy`` handler verify through :func:`verify_peeked_legacy_token`:
+the token is split once (:func:`~flask_backstage_auth.auth.jose.peek`), and each
+key checks the signature of those parts, never parsing the token again.
 """
 
 from __future__ import annotations
 
-import re
 import typing as t
 
 import jwt
 
 from flask_backstage_auth.auth.claims import InvalidClaims, check_times
-from flask_backstage_auth.auth.jose import decode_hs256, encode_hs256
+from flask_backstage_auth.auth.jose import COMPACT_JWS, HmacKeys, PeekedToken, encode_hs256, peek
 
 ALGORITHM = "HS256"
 SUBJECT = "backstage-server"
@@ -21,9 +22,6 @@ TOKEN_LIFETIME = 3600
 
 #: Longer strings are refused before any parsing.
 MAX_TOKEN_LENGTH = 8 * 1024
-
-# Compact JWS only: three non-empty base64url segments, nothing else.
-_COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 
 #: ``typ`` values of other Backstage token kinds: never a legacy token.
 OTHER_BACKSTAGE_TYPES = frozenset(
@@ -44,23 +42,36 @@ def is_compact_jws(token: object, max_length: int = MAX_TOKEN_LENGTH) -> bool:
     return (
         isinstance(token, str)
         and len(token) <= max_length
-        and _COMPACT_JWS.fullmatch(token) is not None
+        and COMPACT_JWS.fullmatch(token) is not None
     )
 
 
-def looks_like_legacy_token(token: str) -> bool:
+def looks_like_legacy_token(token: PeekedToken | str) -> bool:
     """Backstage's duck-type test for the ``legacy`` external handler.
 
     HS256 header, ``sub == "backstage-server"``, no ``aud``. Nothing is verified.
     """
-    if not is_compact_jws(token):
-        return False
-    try:
-        header = jwt.get_unverified_header(token)
-        payload = jwt.decode(token, options={"verify_signature": False})
-    except jwt.PyJWTError:
-        return False
-    return header.get("alg") == ALGORITHM and payload.get("sub") == SUBJECT and "aud" not in payload
+    peeked = token if isinstance(token, PeekedToken) else peek(token)
+    header, payload = peeked.header, peeked.payload
+    return (
+        header is not None
+        and payload is not None
+        and len(peeked.token) <= MAX_TOKEN_LENGTH
+        and header.get("alg") == ALGORITHM
+        and payload.get("sub") == SUBJECT
+        and "aud" not in payload
+    )
+
+
+def _peek_legacy(token: object) -> PeekedToken:
+    if not isinstance(token, str):
+        raise InvalidToken("token must be a string")
+    if len(token) > MAX_TOKEN_LENGTH:
+        raise InvalidToken("token is too long")
+    peeked = peek(token)
+    if not peeked.compact:
+        raise InvalidToken("token is not a compact JWS")
+    return peeked
 
 
 def verify_legacy_token(
@@ -82,29 +93,43 @@ def verify_legacy_token(
     :raises SignatureMismatch: no key verified the signature.
     :raises InvalidToken: anything else is wrong; the message says what.
     """
-    if not isinstance(token, str):
-        raise InvalidToken("token must be a string")
-    if len(token) > MAX_TOKEN_LENGTH:
-        raise InvalidToken("token is too long")
-    if not is_compact_jws(token):
-        raise InvalidToken("token is not a compact JWS")
+    return verify_peeked_legacy_token(
+        _peek_legacy(token),
+        HmacKeys(keys),
+        now=now,
+        leeway=leeway,
+        max_lifetime_leeway=max_lifetime_leeway,
+    )
+
+
+def verify_peeked_legacy_token(
+    token: PeekedToken,
+    keys: HmacKeys,
+    *,
+    now: float,
+    leeway: float = 0,
+    max_lifetime_leeway: float = 60,
+) -> dict[str, t.Any]:
+    """:func:`verify_legacy_token` for a token already split, whose size and
+    shape were checked; the signature is checked once per key, the token is
+    never parsed again."""
     if not keys:
         raise SignatureMismatch("no verification keys are configured")
-    header: dict[str, t.Any] | None = None
-    claims: dict[str, t.Any] | None = None
-    for key in keys:
-        try:
-            header, claims = decode_hs256(token, key)
-            break
-        except jwt.InvalidSignatureError:
-            continue
-        except jwt.InvalidAlgorithmError as exc:
-            raise InvalidToken(f"illegal alg, expected {ALGORITHM}") from exc
-        except jwt.PyJWTError as exc:
-            raise InvalidToken(f"malformed token ({type(exc).__name__})") from exc
-    if header is None or claims is None:
+    header = token.header
+    if header is None:
+        raise InvalidToken(f"malformed token ({token.error.__name__})")
+    if header.get("alg") != ALGORITHM:
+        raise InvalidToken(f"illegal alg, expected {ALGORITHM}")
+    try:
+        signed = keys.signed(token)
+    except jwt.InvalidKeyError as exc:
+        raise InvalidToken(f"malformed token ({type(exc).__name__})") from exc
+    if not signed:
         raise SignatureMismatch("signature verification failed")
-    # PyJWS has pinned alg to HS256 already; the rest of the header is ours to check.
+    if token.payload is None:
+        raise InvalidToken("malformed token (DecodeError)")
+    claims = dict(token.payload)
+    # alg is HS256 already; the rest of the header is ours to check.
     if header.get("typ") in OTHER_BACKSTAGE_TYPES:
         raise InvalidToken("token type is not a service-to-service token")
     if "crit" in header or "b64" in header:
@@ -145,6 +170,8 @@ class LegacyTokenContext:
         max_lifetime_leeway: float = 60,
     ) -> None:
         self.keys = tuple(keys)
+        #: The keys, prepared once for every verification.
+        self.hmac_keys = HmacKeys(self.keys)
         self.subject = subject
         self.clock = clock
         self.leeway = leeway
@@ -152,7 +179,7 @@ class LegacyTokenContext:
 
 
 def verify_external_legacy_token(
-    token: str, context: LegacyTokenContext
+    token: PeekedToken | str, context: LegacyTokenContext
 ) -> dict[str, t.Any] | None:
     """Backstage's ``legacy`` external handler, failing closed.
 
@@ -161,19 +188,24 @@ def verify_external_legacy_token(
     invalid (expired, no ``exp``...) raises :class:`InvalidToken`: Backstage
     answers 500 there, we answer 401, and we require ``exp``.
     """
-    if not looks_like_legacy_token(token):
+    peeked = token if isinstance(token, PeekedToken) else peek(token)
+    if not looks_like_legacy_token(peeked):
         return None
     try:
-        return verify_in_context(token, context)
+        return _verify_in_context(peeked, context)
     except SignatureMismatch:
         return None
 
 
 def verify_in_context(token: object, context: LegacyTokenContext) -> dict[str, t.Any]:
     """:func:`verify_legacy_token` with the keys, clock and leeways of ``context``."""
-    return verify_legacy_token(
+    return _verify_in_context(_peek_legacy(token), context)
+
+
+def _verify_in_context(token: PeekedToken, context: LegacyTokenContext) -> dict[str, t.Any]:
+    return verify_peeked_legacy_token(
         token,
-        context.keys,
+        context.hmac_keys,
         now=context.clock(),
         leeway=context.leeway,
         max_lifetime_leeway=context.max_lifetime_leeway,

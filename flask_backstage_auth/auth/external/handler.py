@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from flask_backstage_auth.auth.external.jwks import jwks_token_handler
 from flask_backstage_auth.auth.external.static import static_token_handler
 from flask_backstage_auth.auth.external.types import ExternalTokenHandler, ExternalTokenResult
+from flask_backstage_auth.auth.jose import PeekedToken, peek
 from flask_backstage_auth.auth.jwks import JwksFetcher
 from flask_backstage_auth.clock import Clock
 from flask_backstage_auth.config.reader import ConfigReader
@@ -60,6 +61,13 @@ class ExternalAccessEntry:
     restrictions: RestrictionsByPlugin
     path: str
 
+    def verify(self, token: PeekedToken) -> ExternalTokenResult | None:
+        """The entry's handler's answer for ``token``."""
+        handler = self.handler
+        if handler.verify_peeked is not None:
+            return handler.verify_peeked(token, self.context)
+        return handler.verify_token(token.token, self.context)
+
 
 def _required_secret(options: ConfigReader) -> bytes:
     if not options.has("secret"):
@@ -87,7 +95,9 @@ def legacy_token_handler(
             )
         return LegacyTokenContext([key], subject, clock, leeway, max_lifetime_leeway)
 
-    def verify(token: str, context: LegacyTokenContext) -> ExternalTokenResult | None:
+    def verify_peeked(
+        token: PeekedToken, context: LegacyTokenContext
+    ) -> ExternalTokenResult | None:
         try:
             claims = verify_external_legacy_token(token, context)
         except InvalidToken as exc:
@@ -96,7 +106,12 @@ def legacy_token_handler(
             return None
         return ExternalTokenResult(context.subject, expires_at=claims["exp"], claims=claims)
 
-    return ExternalTokenHandler(type="legacy", initialize=initialize, verify_token=verify)
+    def verify(token: str, context: LegacyTokenContext) -> ExternalTokenResult | None:
+        return verify_peeked(peek(token), context) if isinstance(token, str) else None
+
+    return ExternalTokenHandler(
+        type="legacy", initialize=initialize, verify_token=verify, verify_peeked=verify_peeked
+    )
 
 
 def _string_set(value: object, path: str) -> tuple[str, ...]:
@@ -288,10 +303,10 @@ class ExternalAccess:
             entries.append(ExternalAccessEntry(legacy, keys_context(extra), None, "token manager"))
         return cls(entries)
 
-    def verify(self, token: str) -> tuple[ExternalTokenResult, RestrictionsByPlugin] | None:
+    def verify(self, token: PeekedToken) -> tuple[ExternalTokenResult, RestrictionsByPlugin] | None:
         """The first entry's result for ``token``, with its restrictions."""
         for entry in self.entries:
-            result = entry.handler.verify_token(token, entry.context)
+            result = entry.verify(token)
             if result is not None:
                 return result, entry.restrictions
         return None

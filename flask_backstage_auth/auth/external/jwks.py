@@ -9,6 +9,7 @@ import jwt
 
 from flask_backstage_auth.auth.claims import InvalidClaims, check_times
 from flask_backstage_auth.auth.external.types import ExternalTokenHandler, ExternalTokenResult
+from flask_backstage_auth.auth.jose import PeekedToken, peek
 from flask_backstage_auth.auth.jwks import (
     ASYMMETRIC_ALGORITHMS,
     JwksCache,
@@ -19,7 +20,7 @@ from flask_backstage_auth.auth.key_sets import UnusableHeader, decode_with_key_s
 from flask_backstage_auth.clock import Clock
 from flask_backstage_auth.config.reader import ConfigReader
 from flask_backstage_auth.errors import ConfigError
-from flask_backstage_auth.legacy.tokens import is_compact_jws
+from flask_backstage_auth.legacy.tokens import MAX_TOKEN_LENGTH
 
 _NON_SPACE = re.compile(r"\S+")
 _SPLIT = re.compile(r"[\s,]+")
@@ -106,12 +107,9 @@ def jwks_token_handler(
             leeway,
         )
 
-    def verify(token: str, context: JwksContext) -> ExternalTokenResult | None:
-        if not is_compact_jws(token):
-            return None
-        try:
-            header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError:
+    def verify_peeked(token: PeekedToken, context: JwksContext) -> ExternalTokenResult | None:
+        header = token.header
+        if header is None or token.payload is None or len(token.token) > MAX_TOKEN_LENGTH:
             return None
         alg = header.get("alg")
         if not isinstance(alg, str) or alg not in ASYMMETRIC_ALGORITHMS or "crit" in header:
@@ -123,7 +121,7 @@ def jwks_token_handler(
             return None
         allowed = context.algorithms if context.algorithms is not None else (alg,)
         try:
-            claims = decode_with_key_set(token, header, context.cache, allowed)
+            claims = decode_with_key_set(token, context.cache, allowed)
             check_times(claims, now=context.clock(), leeway=context.leeway, require_exp=True)
         except (jwt.PyJWTError, InvalidClaims, UnusableHeader, LookupError, JwksUnavailable):
             return None
@@ -144,4 +142,9 @@ def jwks_token_handler(
         )
         return ExternalTokenResult(subject=subject, expires_at=claims["exp"], claims=claims)
 
-    return ExternalTokenHandler(type="jwks", initialize=initialize, verify_token=verify)
+    def verify(token: str, context: JwksContext) -> ExternalTokenResult | None:
+        return verify_peeked(peek(token), context) if isinstance(token, str) else None
+
+    return ExternalTokenHandler(
+        type="jwks", initialize=initialize, verify_token=verify, verify_peeked=verify_peeked
+    )

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import jwt
 
 from flask_backstage_auth.auth.claims import InvalidClaims, check_times
+from flask_backstage_auth.auth.jose import PeekedToken, peek
 from flask_backstage_auth.auth.jwks import (
     DEFAULT_FETCH_BUDGET,
     FetchBudget,
@@ -38,9 +39,9 @@ from flask_backstage_auth.auth.jwks import (
 from flask_backstage_auth.auth.key_sets import KeySet, UnusableHeader, decode_with_key_set
 from flask_backstage_auth.auth.plugin.keys import KeySource
 from flask_backstage_auth.auth.user.handler import (
+    MAX_JWT_LENGTH,
     UserTokenHandler,
     VerifiedUserToken,
-    unverified_parts,
 )
 from flask_backstage_auth.clock import Clock
 from flask_backstage_auth.discovery import HostDiscovery
@@ -219,22 +220,21 @@ class PluginTokenHandler:
                 while len(self._failed) > FAILED_CACHE_SIZE:
                     self._failed.popitem(last=False)
 
-    def verify(self, token: str) -> VerifiedPluginToken | None:
+    def verify(self, token: PeekedToken) -> VerifiedPluginToken | None:
         """The verified plugin token; ``None`` when it is not a plugin token.
 
         :raises AuthenticationError: a plugin token that does not verify.
         """
-        parts = unverified_parts(token)
-        if parts is None:
+        header, payload = token.header, token.payload
+        if header is None or payload is None or len(token.token) > MAX_JWT_LENGTH:
             return None
-        header, payload = parts
         if header.get("typ") != PLUGIN_TYP:
             return None
         sub = payload.get("sub")
         if not isinstance(sub, str) or not _PLUGIN_ID.fullmatch(sub):
             raise AuthenticationError("Invalid plugin token: forbidden subject format")
         try:
-            claims = self._verify_signature(token, header, self._key_set_for(sub))
+            claims = self._verify_signature(token, self._key_set_for(sub))
         except JwksUnavailable:
             raise AuthenticationError(
                 f"Received a plugin token where the source '{sub}' plugin unexpectedly does"
@@ -252,17 +252,15 @@ class PluginTokenHandler:
         if obo is None:
             return VerifiedPluginToken(sub, audiences, float(claims["exp"]))
         try:
-            user = self._user_tokens.verify(obo) if isinstance(obo, str) else None
+            user = self._user_tokens.verify(peek(obo)) if isinstance(obo, str) else None
         except AuthenticationError:
             user = None
         if user is None:
             raise AuthenticationError("Invalid user token in plugin token obo claim")
         return VerifiedPluginToken(sub, audiences, float(claims["exp"]), user, obo)
 
-    def _verify_signature(
-        self, token: str, header: t.Mapping[str, t.Any], key_set: KeySet
-    ) -> dict[str, t.Any]:
-        claims = decode_with_key_set(token, header, key_set, ("ES256",))
+    def _verify_signature(self, token: PeekedToken, key_set: KeySet) -> t.Mapping[str, t.Any]:
+        claims = decode_with_key_set(token, key_set, ("ES256",))
         for claim in ("iat", "exp", "sub", "aud"):
             if claim not in claims:
                 raise InvalidClaims(f"missing {claim}")

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 import jwt
 
 from flask_backstage_auth.auth.claims import InvalidClaims, check_times
+from flask_backstage_auth.auth.jose import PeekedToken, peek
 from flask_backstage_auth.auth.jwks import JwksUnavailable
 from flask_backstage_auth.auth.key_sets import KeySet, UnusableHeader, decode_with_key_set
 from flask_backstage_auth.errors import AuthenticationError
-from flask_backstage_auth.legacy.tokens import is_compact_jws
 
 logger = logging.getLogger(__name__)
 
@@ -45,22 +45,20 @@ def _b64url_json(value: t.Mapping[str, t.Any]) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
 
-def unverified_parts(token: str) -> tuple[dict[str, t.Any], dict[str, t.Any]] | None:
+def unverified_parts(token: str) -> tuple[t.Mapping[str, t.Any], t.Mapping[str, t.Any]] | None:
     """Header and payload of a compact JWS, unverified; ``None`` if malformed."""
-    if not is_compact_jws(token, MAX_JWT_LENGTH):
+    if not isinstance(token, str) or len(token) > MAX_JWT_LENGTH:
         return None
-    try:
-        header = jwt.get_unverified_header(token)
-        payload = jwt.decode(token, options={"verify_signature": False})
-    except jwt.PyJWTError:
+    peeked = peek(token)
+    if peeked.header is None or peeked.payload is None:
         return None
-    return header, payload
+    return peeked.header, peeked.payload
 
 
 class UserTokenHandler:
     """Verifies user tokens with the auth backend's keys.
 
-    :param key_set: the auth backend's public keys.
+    :param key_set: the auth backend's public keys (see :meth:`use_key_set`).
     """
 
     def __init__(
@@ -74,15 +72,18 @@ class UserTokenHandler:
         self._clock = clock
         self._leeway = leeway
 
-    def verify(self, token: str) -> VerifiedUserToken | None:
+    def use_key_set(self, key_set: KeySet) -> None:
+        """Verify user tokens with ``key_set`` from now on (an auth backend in this app)."""
+        self.key_set = key_set
+
+    def verify(self, token: PeekedToken) -> VerifiedUserToken | None:
         """The user of ``token``; ``None`` when it is not a user token.
 
         :raises AuthenticationError: a user token that does not verify.
         """
-        parts = unverified_parts(token)
-        if parts is None:
+        header, payload = token.header, token.payload
+        if header is None or payload is None or len(token.token) > MAX_JWT_LENGTH:
             return None
-        header, payload = parts
         typ = header.get("typ")
         if typ == USER_TYP or typ == LIMITED_USER_TYP:
             legacy = False
@@ -91,7 +92,7 @@ class UserTokenHandler:
         else:
             return None
         try:
-            claims = self._verify(token, header)
+            claims = decode_with_key_set(token, self.key_set, ("ES256",))
             if legacy and claims.get("aud") != USER_AUDIENCE:
                 raise InvalidClaims("aud")
             check_times(
@@ -110,9 +111,6 @@ class UserTokenHandler:
         if not isinstance(sub, str) or not sub:
             raise AuthenticationError("No user sub found in token")
         return VerifiedUserToken(sub, float(claims["exp"]), typ == LIMITED_USER_TYP)
-
-    def _verify(self, token: str, header: t.Mapping[str, t.Any]) -> dict[str, t.Any]:
-        return decode_with_key_set(token, header, self.key_set, ("ES256",))
 
 
 def create_limited_user_token(full_token: str) -> tuple[str, float]:
