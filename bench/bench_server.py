@@ -30,9 +30,12 @@ What it does:
 * warms every route, then runs interleaved rounds: bare, X1, bare, X2, ...,
   bare (the order rotates each round). Each run lasts ``--duration`` seconds;
   its ratio is its req/s over the mean of the two bare runs around it. The
-  table shows the median (and range) of those ratios over the rounds, the
-  median req/s and latency, and, when pinned, the server CPU each request
-  adds (``1e6/rps(X) - 1e6/rps(bare)`` µs on one core).
+  table shows the median (and range) of those ratios over the rounds (the
+  figure the targets are about), the median req/s and latency, and the
+  workers' CPU time per request (user + system, from ``/proc``) with the
+  same ratio computed from it: bare CPU/request over the scenario's. Other
+  load on the machine moves throughput a lot and CPU per request little, so
+  the second ratio is the steadier cross-check.
 
 Every run is bounded (``wrk -d``, with a timeout on top); the script stops
 gunicorn and its JWKS thread on exit, Ctrl-C included. Without ``wrk`` or
@@ -403,6 +406,25 @@ class Gunicorn:
             time.sleep(0.2)
         raise SystemExit(f"gunicorn did not answer within {timeout:.0f} s:\n{self.log()}")
 
+    def cpu_seconds(self) -> float | None:
+        """CPU time (user + system, all threads) used so far by the workers; Linux only."""
+        ticks = 0
+        try:
+            for entry in os.scandir("/proc"):
+                if not entry.name.isdigit():
+                    continue
+                try:
+                    with open(f"/proc/{entry.name}/stat", encoding="ascii") as file:
+                        fields = file.read().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue  # gone meanwhile
+                # After "pid (comm)": state ppid ... utime (14th) stime (15th) of stat.
+                if int(fields[1]) == self.process.pid:
+                    ticks += int(fields[11]) + int(fields[12])
+        except OSError:
+            return None
+        return ticks / os.sysconf("SC_CLK_TCK")
+
     def log(self) -> str:
         self._log.flush()
         return self.log_path.read_text(errors="replace")[-4000:]
@@ -444,6 +466,8 @@ class Run:
     tokens: int
     tokens_sent: int
     wraps: int
+    #: The gunicorn workers' CPU time (user + system) per completed request, µs.
+    cpu_us: float | None = None
 
     @property
     def problem(self) -> str | None:
@@ -514,13 +538,14 @@ class Load:
     def __init__(
         self,
         args: argparse.Namespace,
-        url: str,
+        server: Gunicorn,
         minter: Minter,
         work: Path,
         cpu: int | None,
     ) -> None:
         self.args = args
-        self.url = url
+        self.server = server
+        self.url = server.url
         self.minter = minter
         self.work = work
         self.cpu = cpu
@@ -541,10 +566,14 @@ class Load:
             self.minting += time.perf_counter() - started
             self.minted += count
         try:
+            cpu_before = self.server.cpu_seconds()
             result = run_wrk(self.args, self.url, scenario, round_, seconds, token_file, self.cpu)
+            cpu_after = self.server.cpu_seconds()
         finally:
             if token_file is not None:
                 token_file.unlink()
+        if cpu_before is not None and cpu_after is not None and result.requests:
+            result.cpu_us = (cpu_after - cpu_before) * 1e6 / result.requests
         if scenario is BARE:
             self.fastest_bare = max(self.fastest_bare, result.rps)
         return result
@@ -607,78 +636,89 @@ def versions() -> str:
     )
 
 
-def summarize(runs: list[Run], scenarios: list[Scenario], pinned: bool) -> list[dict[str, t.Any]]:
-    """Per scenario: ratios to the mean of the bare runs on either side, per round."""
+def _ratio(value: float | None, bare: tuple[float | None, float | None]) -> float | None:
+    if value is None or bare[0] is None or bare[1] is None:
+        return None
+    return value / ((bare[0] + bare[1]) / 2)
+
+
+def summarize(runs: list[Run], scenarios: list[Scenario]) -> list[dict[str, t.Any]]:
+    """Per scenario and round: its figures over the mean of the bare runs on either side.
+
+    ``ratios``: req/s over bare req/s (the throughput kept). ``cpu_ratios``: bare
+    CPU per request over its CPU per request (the same figure from the workers'
+    CPU time, which other load on the machine disturbs far less).
+    """
     rows = []
-    bare_runs = [r for r in runs if r.scenario == BARE.name]
-    rows.append(
-        {
-            "scenario": BARE,
+    for scenario in [BARE, *scenarios]:
+        row: dict[str, t.Any] = {
+            "scenario": scenario,
             "ratios": [],
-            "rps": [r.rps for r in bare_runs],
-            "p50": [r.p50_ms for r in bare_runs],
-            "p99": [r.p99_ms for r in bare_runs],
-            "added_us": [],
-            "problems": [p for r in bare_runs if (p := r.problem)],
+            "cpu_ratios": [],
+            "runs": [],
+            "problems": [],
         }
-    )
-    for scenario in scenarios:
-        ratios, added, mine, problems = [], [], [], []
         for index, run in enumerate(runs):
             if run.scenario != scenario.name:
                 continue
+            row["runs"].append(run)
+            if run.problem:
+                row["problems"].append(run.problem)
+            if scenario.mode == "fresh" and run.wraps:
+                row["problems"].append(
+                    f"tokens ran out ({run.tokens} for {run.tokens_sent} requests)"
+                )
+            if scenario is BARE:
+                continue
             before, after = runs[index - 1], runs[index + 1]
             assert before.scenario == after.scenario == BARE.name
-            bare_rps = (before.rps + after.rps) / 2
-            ratios.append(run.rps / bare_rps)
-            added.append(1e6 / run.rps - (1e6 / before.rps + 1e6 / after.rps) / 2)
-            mine.append(run)
-            if run.problem:
-                problems.append(run.problem)
-            if scenario.mode == "fresh" and run.wraps:
-                problems.append(f"tokens ran out ({run.tokens} for {run.tokens_sent} requests)")
-        rows.append(
-            {
-                "scenario": scenario,
-                "ratios": ratios,
-                "rps": [r.rps for r in mine],
-                "p50": [r.p50_ms for r in mine],
-                "p99": [r.p99_ms for r in mine],
-                "added_us": added if pinned else [],
-                "problems": problems,
-            }
-        )
+            row["ratios"].append(_ratio(run.rps, (before.rps, after.rps)))
+            cpu = _ratio(run.cpu_us, (before.cpu_us, after.cpu_us))
+            if cpu is not None:
+                row["cpu_ratios"].append(1 / cpu)
+        rows.append(row)
     return rows
+
+
+def _median_range(values: list[float]) -> str:
+    if not values:
+        return ""
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{statistics.median(values):.3f} ({min(values):.2f}–{max(values):.2f})"
+
+
+def _verdict(ratios: list[float], target: float) -> str:
+    return "met" if statistics.median(ratios) >= target else "MISSED"
 
 
 def print_table(rows: list[dict[str, t.Any]]) -> None:
     head = (
-        f"{'scenario':50} {'n':>2}  {'ratio to bare, median (range)':>29}  {'req/s':>6}"
-        f"  {'p50 / p99 ms':>13}  {'+µs/req':>8}  target"
+        f"{'scenario':48} {'n':>2}  {'req/s ÷ bare':>20} {'req/s':>5} {'p50/p99 ms':>11}"
+        f"  {'CPU µs/req':>10} {'CPU: bare ÷ it':>20}  target"
     )
     print(head)
     print("-" * len(head))
     for row in rows:
         scenario: Scenario = row["scenario"]
-        ratios = row["ratios"]
-        if ratios:
-            ratio = (
-                f"{statistics.median(ratios):.3f} ({min(ratios):.3f}–{max(ratios):.3f})"
-                if len(ratios) > 1
-                else f"{ratios[0]:.3f}"
-            )
-        else:
-            ratio = "1"
-        n = len(ratios) or len(row["rps"])
-        latency = f"{statistics.median(row['p50']):.2f} / {statistics.median(row['p99']):.2f}"
-        added = f"{statistics.median(row['added_us']):+.0f}" if row["added_us"] else ""
+        runs: list[Run] = row["runs"]
+        ratio = _median_range(row["ratios"]) if scenario is not BARE else "1"
+        cpu_ratio = _median_range(row["cpu_ratios"]) if scenario is not BARE else "1"
+        latency = (
+            f"{statistics.median(r.p50_ms for r in runs):.1f}/"
+            f"{statistics.median(r.p99_ms for r in runs):.1f}"
+        )
+        cpus = [r.cpu_us for r in runs if r.cpu_us is not None]
+        cpu = f"{statistics.median(cpus):.0f}" if cpus else ""
         target = ""
-        if scenario.target is not None and ratios:
-            met = statistics.median(ratios) >= scenario.target
-            target = f">= {scenario.target:.2f} {'met' if met else 'MISSED'}"
+        if scenario.target is not None and row["ratios"]:
+            target = f">= {scenario.target:.2f}: {_verdict(row['ratios'], scenario.target)}"
+            if row["cpu_ratios"]:
+                target += f" (CPU: {_verdict(row['cpu_ratios'], scenario.target)})"
+        rps = statistics.median(r.rps for r in runs)
         print(
-            f"{scenario.label:50} {n:>2}  {ratio:>29}  {statistics.median(row['rps']):6.0f}"
-            f"  {latency:>13}  {added:>8}  {target}"
+            f"{scenario.label:48} {len(runs):>2}  {ratio:>20} {rps:5.0f}"
+            f" {latency:>11}  {cpu:>10} {cpu_ratio:>20}  {target}"
         )
         for problem in dict.fromkeys(row["problems"]):
             print(f"    INVALID: {problem}")
@@ -771,7 +811,7 @@ def main(argv: t.Sequence[str] | None = None) -> int:
             + (f" --threads {args.threads}" if args.worker_class == "gthread" else "")
             + f"; wrk -t1 -c{args.connections}; "
             + (f"server on CPU {server_cpu}, wrk on CPU {load_cpu}" if pinned else "not pinned")
-            + f"; {args.rounds} rounds x {args.duration} s (about {estimate / 60:.0f} min);"
+            + f"; {args.rounds} rounds x {args.duration} s (load: about {estimate:.0f} s);"
             + " load average"
             f" {' '.join(f'{x:.1f}' for x in os.getloadavg())}"
         )
@@ -782,7 +822,7 @@ def main(argv: t.Sequence[str] | None = None) -> int:
         minter = Minter(keys, jwks.url)
         preflight(server, minter, scenarios)
 
-        load = Load(args, server.url, minter, work, load_cpu)
+        load = Load(args, server, minter, work, load_cpu)
         # The fastest bare run so far sizes every token file (protected runs are slower).
         for _ in range(3):
             load.run(BARE, -1, 1)
@@ -804,13 +844,14 @@ def main(argv: t.Sequence[str] | None = None) -> int:
         )
 
         print()
-        rows = summarize(runs, scenarios, pinned)
+        rows = summarize(runs, scenarios)
         print_table(rows)
         print(
-            "\nratio: req/s over the mean of the bare runs before and after it, per round;"
-            " NEW = a never-seen token on every request (no token sent twice)."
-            + ("\n+µs/req: server CPU added per request (one core serves)." if pinned else "")
-            + f"\nload average at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}"
+            "\nEach ratio is taken against the mean of the bare runs just before and after it,"
+            " per round; median (range) over rounds. NEW = a never-seen token on every"
+            " request (none sent twice). CPU = the gunicorn workers' user + system time"
+            " per request."
+            f"\nload average at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}"
         )
         if args.json:
             args.json.write_text(

@@ -132,15 +132,15 @@ def test_each_ratio_is_taken_against_the_bare_runs_on_either_side(
 ) -> None:
     service = next(s for s in bench.SCENARIOS if s.name == "service-new")
     runs = [
-        run(bench, "bare", 1000),
-        run(bench, "service-new", 600),
-        run(bench, "bare", 1400),
+        run(bench, "bare", 1000, cpu_us=300.0),
+        run(bench, "service-new", 600, cpu_us=800.0),
+        run(bench, "bare", 1400, cpu_us=500.0),
     ]
-    rows = bench.summarize(runs, [service], pinned=True)
+    rows = bench.summarize(runs, [service])
     assert rows[1]["ratios"] == [pytest.approx(0.5)]
-    # 1e6/600 - (1e6/1000 + 1e6/1400) / 2
-    assert rows[1]["added_us"] == [pytest.approx(1666.67 - 857.14, abs=0.01)]
+    assert rows[1]["cpu_ratios"] == [pytest.approx(0.5)]  # 400 µs bare vs 800 µs
     assert rows[1]["problems"] == []
+    assert [r.rps for r in rows[0]["runs"]] == [1000, 1400]
 
 
 def test_a_run_that_reused_tokens_or_saw_errors_is_invalid(bench: types.ModuleType) -> None:
@@ -148,4 +148,4 @@ def test_a_run_that_reused_tokens_or_saw_errors_is_invalid(bench: types.ModuleTy
     for bad in ({"wraps": 1}, {"non_2xx": 3}, {"errors": 1}):
         runs = [run(bench, "bare", 1000), run(bench, "service-new", 600, **bad)]
         runs.append(run(bench, "bare", 1000))
-        assert bench.summarize(runs, [service], pinned=False)[1]["problems"], bad
+        assert bench.summarize(runs, [service])[1]["problems"], bad
