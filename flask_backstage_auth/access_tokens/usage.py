@@ -181,12 +181,12 @@ class UsageRecorder:
             target = self._accepted
             if self._settled >= target:
                 return True
-            if self._mode == "manual":
-                pass
-            elif self._failing:
-                return False
-            else:
-                self._start_worker()
+            in_this_thread = self._mode == "manual"
+            if not in_this_thread:
+                if self._failing:
+                    return False
+                in_this_thread = not self._start_worker()
+            if not in_this_thread:
                 self._flush_wanted = True
                 self._changed.notify_all()
                 deadline = None if timeout is None else time.monotonic() + timeout
@@ -217,13 +217,18 @@ class UsageRecorder:
             self._changed.notify_all()
         return written
 
-    def _start_worker(self) -> None:
-        # With the lock held.
-        if self._thread is None or not self._thread.is_alive():
-            self._thread = threading.Thread(
-                target=self._run, name="access-token-usage", daemon=True
-            )
-            self._thread.start()
+    def _start_worker(self) -> bool:
+        """Whether the thread runs (started if need be); with the lock held."""
+        if self._thread is not None and self._thread.is_alive():
+            return True
+        thread = threading.Thread(target=self._run, name="access-token-usage", daemon=True)
+        try:
+            thread.start()
+        except RuntimeError:  # no new threads at interpreter shutdown (Python 3.12+)
+            self._thread = None
+            return False
+        self._thread = thread
+        return True
 
     def _run(self) -> None:
         while True:
