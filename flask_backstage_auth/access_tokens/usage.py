@@ -135,8 +135,9 @@ class UsageRecorder:
             self._write([use] if use else [], [event] if event else [])
             return
         with self._lock:
+            queued_before = len(self._uses) + len(self._events)
             coalesced = use is not None and use.token_id in self._uses
-            if not coalesced and len(self._uses) + len(self._events) >= self._max_pending:
+            if not coalesced and queued_before >= self._max_pending:
                 self._overflow()
                 return
             if use is not None:
@@ -148,7 +149,8 @@ class UsageRecorder:
             self._accepted += 1
             if self._mode == "background":
                 self._start_worker()
-                self._changed.notify_all()
+                if not queued_before:  # wake the thread once, not for every note
+                    self._changed.notify_all()
 
     def _writes_inline(self) -> bool:
         if self._inline is None:
