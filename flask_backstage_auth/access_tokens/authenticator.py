@@ -28,17 +28,16 @@ from flask_backstage_auth.access_tokens.format import (
     parse,
 )
 from flask_backstage_auth.access_tokens.scopes import ScopeCatalogue
-from flask_backstage_auth.access_tokens.store import SqlAccessTokenStore, TokenRecord
+from flask_backstage_auth.access_tokens.store import (
+    SqlAccessTokenStore,
+    TokenRecord,
+    service_subject,
+)
 from flask_backstage_auth.access_tokens.usage import UsageRecorder
 from flask_backstage_auth.auth.service import VerifiedToken
 from flask_backstage_auth.clock import Clock
 from flask_backstage_auth.credentials import ServicePrincipal, UserPrincipal
 from flask_backstage_auth.errors import AuthenticationError
-
-
-def service_subject(record: TokenRecord) -> str:
-    """The subject of a service token's principal: ``access-token:<group>:<name>``."""
-    return f"access-token:{record.owner_ref}:{record.name}"
 
 
 class AccessTokenAuthenticator:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import typing as t
 from dataclasses import dataclass
 
-from flask_backstage_auth.access_tokens.authenticator import service_subject
 from flask_backstage_auth.access_tokens.format import (
     DISPLAY_PREFIX_LENGTH,
     TokenKind,
@@ -46,6 +45,7 @@ from flask_backstage_auth.access_tokens.store import (
     SqlAccessTokenStore,
     Status,
     TokenRecord,
+    service_subject,
 )
 from flask_backstage_auth.access_tokens.usage import UsageRecorder
 from flask_backstage_auth.access_tokens.validation import (
@@ -191,13 +191,14 @@ class TokenService:
         decision = self.permissions.authorize(credentials, _READ[kind], resource_ref=ref)
         return decision.result is AuthorizeResult.ALLOW
 
+    # Only an Operator is let through unjudged; anything else must carry credentials.
     def _require(self, actor: Actor, permission: Permission, ref: str | None) -> None:
-        if isinstance(actor, Caller):
+        if not isinstance(actor, Operator):
             self.permissions.require(actor.credentials, permission, resource_ref=ref)
 
     def _changer(self, actor: Actor, *, creating: bool = False) -> str:
         """The actor's audited name, once the guard lets it change tokens."""
-        if isinstance(actor, Caller):
+        if not isinstance(actor, Operator):
             require_change_credentials(actor.credentials, creating=creating)
         return actor.name
 

@@ -99,6 +99,11 @@ class TokenRecord:
         return self.revoked_at is None and self.expires_at > now
 
 
+def service_subject(record: TokenRecord) -> str:
+    """The subject of a service token's principal: ``access-token:<group>:<name>``."""
+    return f"access-token:{record.owner_ref}:{record.name}"
+
+
 @dataclass(frozen=True)
 class AuditEvent:
     id: str
