@@ -20,11 +20,11 @@ from flask_backstage_auth.access_tokens.guard import (
     ON_BEHALF_REFUSED,
 )
 from flask_backstage_auth.access_tokens.scopes import ScopeCatalogue
-from flask_backstage_auth.access_tokens.service import CLI, Caller, TokenService
+from flask_backstage_auth.access_tokens.service import CLI, NOT_A_TOKEN, Caller, TokenService
 from flask_backstage_auth.access_tokens.settings import DAY, AccessTokenSettings
 from flask_backstage_auth.access_tokens.store import in_memory_store
 from flask_backstage_auth.credentials import Credentials, ServicePrincipal, UserPrincipal
-from flask_backstage_auth.errors import NotAllowedError
+from flask_backstage_auth.errors import NotAllowedError, NotFoundError
 from flask_backstage_auth.permissions import (
     AllowAllPolicy,
     DenyAllPolicy,
@@ -34,6 +34,7 @@ from flask_backstage_auth.permissions import (
 
 NOW = 1_800_000_000.0
 ALICE = "user:default/alice"
+BOB = "user:default/bob"
 TEAM = "group:default/team-a"
 FULL = Credentials(UserPrincipal(ALICE), token="full-user-token")
 LIMITED = Credentials(UserPrincipal(ALICE), token="limited-user-token", limited=True)
@@ -157,3 +158,52 @@ def test_the_policy_judges_a_caller_and_never_the_operator() -> None:
         ("rotated", "cli"),
         ("created", "cli"),
     ]
+
+
+def test_self_is_only_the_token_that_authenticated() -> None:
+    service, _ = make_service(AllowAllPolicy())
+    personal = service.create(
+        CLI,
+        "personal",
+        name="laptop",
+        description="",
+        owner_ref=ALICE,
+        scopes=["catalog:read"],
+        expires_at=NOW + DAY,
+    )
+    mine = Credentials(UserPrincipal(ALICE), token=personal.secret)
+    found = service.find_self(mine, "personal", owner=ALICE)
+    assert found == service.store.get(personal.record.id, "personal")
+    ci = service.create(
+        CLI,
+        "service",
+        name="ci",
+        description="",
+        owner_ref=TEAM,
+        scopes=["catalog:read"],
+        expires_at=NOW + DAY,
+    )
+    as_ci = Credentials(ServicePrincipal(f"access-token:{TEAM}:ci"), token=ci.secret)
+    assert service.find_self(as_ci, "service") == service.store.get(ci.record.id, "service")
+    unknown = generate_token("personal").value
+    refused: list[tuple[Credentials, t.Any, str | None]] = [
+        # Alice's token, presented for Bob.
+        (Credentials(UserPrincipal(BOB), token=personal.secret), "personal", BOB),
+        # A token of the other kind, or none at all.
+        (Credentials(UserPrincipal(ALICE), token=ci.secret), "personal", ALICE),
+        (Credentials(UserPrincipal(ALICE), token=None), "personal", ALICE),
+        # A well-formed token the store does not have.
+        (Credentials(UserPrincipal(ALICE), token=unknown), "personal", ALICE),
+        # The service token's secret, with another token's subject.
+        (
+            Credentials(ServicePrincipal(f"access-token:{TEAM}:other"), token=ci.secret),
+            "service",
+            None,
+        ),
+        # The secret, from a principal that is not an access token.
+        (Credentials(ServicePrincipal("external:ci"), token=ci.secret), "service", None),
+    ]
+    for credentials, kind, owner in refused:
+        with pytest.raises(NotFoundError) as raised:
+            service.find_self(credentials, kind, owner=owner)
+        assert raised.value.message == NOT_A_TOKEN

@@ -377,12 +377,14 @@ print(created["token"]["id"])
 class FakeStore:
     def __init__(self, *, shared: bool = False) -> None:
         self.shared = shared
-        self.failing = False
+        self.failing: BaseException | None = None
+        self.during_write: t.Callable[[], None] = lambda: None
         self.batches: list[tuple[list[TokenUse], list[AuditEvent]]] = []
 
     def record_usage(self, uses: t.Sequence[TokenUse], events: t.Sequence[AuditEvent] = ()) -> None:
-        if self.failing:
-            raise StorageUnavailable("Could not record the use of access tokens")
+        self.during_write()
+        if self.failing is not None:
+            raise self.failing
         self.batches.append((list(uses), list(events)))
 
     def shares_one_connection(self) -> bool:
@@ -428,12 +430,12 @@ def test_a_failed_batch_is_kept_and_retried(caplog: pytest.LogCaptureFixture) ->
     store = FakeStore()
     usage = UsageRecorder(store, mode="manual")
     usage.add_event("a", "failed_use", {}, now=1)
-    store.failing = True
+    store.failing = StorageUnavailable("Could not record the use of access tokens")
     assert usage.flush() is False
     usage.add_event("a", "failed_use", {}, now=2)
     assert usage.flush() is False
     assert len(warnings_of(caplog)) == 1
-    store.failing = False
+    store.failing = None
     assert usage.flush() is True
     [(_, events)] = store.batches
     assert [e.occurred_at for e in events] == [1, 2]
@@ -466,3 +468,43 @@ def test_closing_writes_what_is_queued_and_later_notes_at_once() -> None:
     assert store.batches == [([TokenUse("a", 1, None)], [])]
     usage.record_use("b", now=2, ip=None)
     assert store.batches[-1] == ([TokenUse("b", 2, None)], [])
+
+
+def test_a_batch_the_database_refuses_is_dropped_not_retried(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store = FakeStore()
+    usage = UsageRecorder(store, mode="manual")
+    usage.add_event("gone", "failed_use", {}, now=1)
+    store.failing = sa.exc.IntegrityError("INSERT", {}, ValueError(SECRET_IN_ERROR))
+    assert usage.flush() is True  # settled: retrying could never succeed
+    assert usage.pending == 0
+    [warning] = warnings_of(caplog)
+    assert "IntegrityError" in warning.getMessage() and "dropped" in warning.getMessage()
+    assert SECRET_IN_ERROR not in caplog.text
+    store.failing = None
+    usage.add_event("kept", "failed_use", {}, now=2)
+    assert usage.flush() and [e.token_id for e in store.batches[0][1]] == ["kept"]
+
+
+def test_a_kept_batch_does_not_grow_the_queue_past_its_bound(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store = FakeStore()
+    usage = UsageRecorder(store, mode="manual", max_pending=3)
+    for moment in (1, 2, 3):
+        usage.add_event("a", "failed_use", {}, now=moment)
+
+    def two_more() -> None:  # come in while the batch is being written, and fails
+        for moment in (4, 5):
+            usage.add_event("b", "failed_use", {}, now=moment)
+
+    store.during_write = two_more
+    store.failing = StorageUnavailable("Could not record the use of access tokens")
+    assert usage.flush() is False
+    assert usage.pending == 3  # the failed batch first, then what fits
+    store.during_write, store.failing = (lambda: None), None
+    assert usage.flush()
+    [(_, events)] = store.batches
+    assert [e.occurred_at for e in events] == [1, 2, 3]
+    assert any("dropping" in r.getMessage() for r in warnings_of(caplog))
