@@ -11,6 +11,11 @@ alike; the ratio of the medians is reported.
   without the extension (target: >= 0.85).
 * ``reference``: the same with a static ``externalAccess`` token, the barrier's
   own cost measured in the same run (not a target).
+* ``first use``: the time of the first request with a never-used token (its
+  lookup, and its ``last_used_at`` written), divided by the time of a request
+  whose token must be looked up again but whose last use is already recorded
+  (the lookup alone), on a SQLite file, with the verification cache off
+  (target: <= 1.1: the write is not on the request's path).
 * ``lookup``: the median time of ``find_by_digest`` (the one query a new
   token costs) with ``--tokens-large`` tokens stored, divided by the same with
   ``--tokens-small`` stored, on SQLite files (target: <= 1.5).
@@ -34,12 +39,16 @@ from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy.engine import Engine
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_barrier import Runner, catalog, interleaved_medians  # noqa: E402
+from bench_barrier import Runner, catalog, environ_for, interleaved_medians  # noqa: E402
 
 from flask_backstage_auth import BackstageAuth  # noqa: E402
 from flask_backstage_auth.access_tokens.extension import DAY, AccessTokens  # noqa: E402
 from flask_backstage_auth.access_tokens.format import generate_token  # noqa: E402
-from flask_backstage_auth.access_tokens.store import TOKENS, SqlAccessTokenStore  # noqa: E402
+from flask_backstage_auth.access_tokens.store import (  # noqa: E402
+    TOKENS,
+    SqlAccessTokenStore,
+    to_datetime,
+)
 from flask_backstage_auth.db.cli import upgrade_database  # noqa: E402
 from flask_backstage_auth.db.storage import create_tables  # noqa: E402
 
@@ -96,6 +105,7 @@ def build_apps(directory: Path) -> tuple[Flask, Flask, str, t.Callable[[], None]
         )
 
     def close() -> None:
+        AccessTokens.state(protected).usage.close()  # written before the database goes
         for app, database in ((plain, plain_db), (protected, db)):
             with app.app_context():
                 for engine in database.engines.values():
@@ -125,7 +135,97 @@ def request_ratios(batches: int, size: int) -> tuple[float, float]:
             close()
 
 
-# -- (b) the lookup by digest, small vs large table ---------------------------
+# -- (b) the first request with a token ---------------------------------------
+
+
+class Requests:
+    """Requests that each present the next token of ``tokens`` (cycling), in batches."""
+
+    def __init__(self, app: Flask, tokens: t.Sequence[str]) -> None:
+        self.app = app
+        self.environs = [environ_for(token) for token in tokens]
+        self.position = 0
+        self.status: set[str] = set()
+
+    def _start_response(self, status: str, headers: t.Any, exc_info: t.Any = None) -> t.Any:
+        self.status.add(status)
+        return None
+
+    def batch(self, count: int) -> float:
+        """Seconds per request over ``count`` requests."""
+        app, environs, start_response = self.app, self.environs, self._start_response
+        start = time.perf_counter()
+        for _ in range(count):
+            environ = environs[self.position % len(environs)]
+            self.position += 1
+            body = app(dict(environ), start_response)
+            for _chunk in body:
+                pass
+            close = getattr(body, "close", None)
+            if close:
+                close()
+        return (time.perf_counter() - start) / count
+
+
+def first_use_ratio(batches: int, size: int) -> float:
+    """First request with a new token over a re-verified token's (both look it up)."""
+    with tempfile.TemporaryDirectory() as directory:
+        app = Flask("first-use", static_folder=None)
+        app.config["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{Path(directory) / 'app.db'}"
+        # A verification is cached for a microsecond: every request looks its token up.
+        app.config["BACKSTAGE_CONFIG"] = {
+            "backend": {"baseUrl": "http://127.0.0.1:7007"},
+            "accessTokens": {"service": {"revocationCheckSeconds": 0.000001}},
+        }
+        db = SQLAlchemy()
+        db.init_app(app)
+        BackstageAuth(app, db=db)
+        with app.app_context():
+            upgrade_database(db.engine)
+        AccessTokens(app, register_blueprint=False)
+        app.register_blueprint(catalog())
+        fresh = [generate_token("service") for _ in range(batches * size)]
+        known = [generate_token("service") for _ in range(20)]
+        now = time.time()
+        with app.app_context(), db.engine.begin() as connection:
+            connection.execute(
+                TOKENS.insert(),
+                [
+                    {
+                        "id": f"{index:036d}",
+                        "kind": "service",
+                        "name": f"t{index}",
+                        "description": "",
+                        "token_hash": token.digest,
+                        "token_prefix": token.display_prefix,
+                        "owner_ref": "group:default/bench",
+                        "scopes": '["catalog:read"]',
+                        "created_by": "bench",
+                        "created_at": to_datetime(now),
+                        "expires_at": to_datetime(now + DAY),
+                    }
+                    for index, token in enumerate([*fresh, *known])
+                ],
+            )
+        try:
+            first = Requests(app, [token.value for token in fresh])
+            again = Requests(app, [token.value for token in known])
+            again.batch(len(known))  # their first use: recorded before we measure
+            AccessTokens.state(app).usage.flush()
+            first_median, again_median = interleaved_medians(
+                [first.batch, again.batch], batches, size
+            )
+            if first.status != {"200 OK"} or again.status != {"200 OK"}:
+                raise SystemExit(f"first-use app answered {first.status | again.status}")
+            return first_median / again_median
+        finally:
+            AccessTokens.state(app).usage.close()  # written before the database goes
+            with app.app_context():
+                for engine in db.engines.values():
+                    engine.dispose()
+
+
+# -- (c) the lookup by digest, small vs large table ---------------------------
 
 
 def _digest(i: int) -> str:
@@ -228,6 +328,10 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=200, help="requests per batch")
     parser.add_argument("--tokens-small", type=int, default=1_000)
     parser.add_argument("--tokens-large", type=int, default=1_000_000)
+    parser.add_argument("--first-use-batches", type=int, default=40)
+    parser.add_argument(
+        "--first-use-size", type=int, default=25, help="requests per batch (one new token each)"
+    )
     parser.add_argument("--lookup-batches", type=int, default=100)
     parser.add_argument("--lookup-size", type=int, default=100, help="lookups per batch")
     parser.add_argument(
@@ -241,6 +345,8 @@ def main() -> None:
     print(f"{'measure':58} {'ratio':>8}   target")
     print(f"{'request with an access token / without the extension':58} {ratio:8.3f}   >= 0.85")
     print(f"{'  reference: static externalAccess token / without':58} {static:8.3f}")
+    first_use = first_use_ratio(args.first_use_batches, args.first_use_size)
+    print(f"{'first request with a token / a re-verified token':58} {first_use:8.3f}   <= 1.10")
     lookups, small_us, build = lookup_ratio(
         args.tokens_small,
         args.tokens_large,

@@ -17,6 +17,7 @@ from flask_backstage_auth import AuthBackend, BackstageAuth, get_credentials
 from flask_backstage_auth.access_tokens.extension import AccessTokens
 from flask_backstage_auth.access_tokens.ratelimit import ClientAddress, remote_addr
 from flask_backstage_auth.access_tokens.scopes import Scope
+from flask_backstage_auth.access_tokens.usage import Mode
 from flask_backstage_auth.auth.user.handler import create_limited_user_token
 
 START = 1_700_000_000.0
@@ -41,11 +42,15 @@ def build(
     prefix: str | None = None,
     guest: bool = False,
     client_address: ClientAddress = remote_addr,
+    database_uri: str = "sqlite://",
+    usage_writes: Mode = "background",
     **settings: t.Any,
 ) -> Flask:
     """BackstageAuth + AuthBackend + AccessTokens (personal tokens on), in production mode.
 
     :param guest: also the guest provider, allowed outside development.
+    :param database_uri: the database (default: in memory, where token uses
+        are written in the request).
     """
     app = Flask("access-token-app", static_folder=None)
     config: dict[str, t.Any] = {
@@ -55,7 +60,7 @@ def build(
     if guest:
         config["auth"] = {"providers": {"guest": {"dangerouslyAllowOutsideDevelopment": True}}}
     app.config.update(
-        SQLALCHEMY_DATABASE_URI="sqlite://",
+        SQLALCHEMY_DATABASE_URI=database_uri,
         BACKSTAGE_AUTH_DEVELOPMENT=False,
         BACKSTAGE_CONFIG=config,
         **settings,
@@ -75,7 +80,7 @@ def build(
         return jsonify(get_credentials().to_dict())
 
     app.register_blueprint(catalog)
-    AccessTokens(app, scopes=[SELF_SCOPE], client_address=client_address)
+    AccessTokens(app, scopes=[SELF_SCOPE], client_address=client_address, usage_writes=usage_writes)
     return app
 
 

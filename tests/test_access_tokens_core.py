@@ -33,6 +33,7 @@ from flask_backstage_auth.access_tokens.format import (
     hash_token,
     parse,
 )
+from flask_backstage_auth.access_tokens.state import EXTENSION_KEY
 from flask_backstage_auth.access_tokens.store import (
     EVENTS,
     TOKENS,
@@ -125,11 +126,18 @@ class Instance:
             environ_base={"REMOTE_ADDR": ip},
         )
 
+    def settle(self) -> None:
+        """Write the uses this instance has noted (they are written in the background)."""
+        assert self.state.usage.flush(timeout=10)
+
     def events(self, token_id: str, event: str | None = None) -> list[str]:
+        self.settle()
         names = [e.event for e in self.state.store.events(token_id)]
         return [n for n in names if event is None or n == event]
 
     def dispose(self) -> None:
+        if EXTENSION_KEY in self.app.extensions:
+            self.state.usage.close(timeout=10)
         with self.app.app_context():
             for engine in self.db.engines.values():
                 engine.dispose()
@@ -451,6 +459,7 @@ def test_last_used_is_written_at_most_once_per_interval(make_instance: MakeInsta
     token, record = inst.create()
     with statements(inst.engine) as seen:
         assert inst.get(token, ip="10.9.8.7").status_code == 200
+        inst.settle()
     assert len(updates_of_tokens(seen)) == 1
     stored = inst.state.store.get(record.id, "service")
     assert stored is not None
@@ -462,6 +471,7 @@ def test_last_used_is_written_at_most_once_per_interval(make_instance: MakeInsta
         for _ in range(12):  # past the verification cache each time, within the interval
             inst.clock.advance(6)
             assert inst.get(token, ip="10.1.1.1").status_code == 200
+        inst.settle()
     assert updates_of_tokens(seen) == []
     assert len(seen) == 12  # one lookup per request, nothing else
     stored = inst.state.store.get(record.id, "service")
@@ -470,6 +480,7 @@ def test_last_used_is_written_at_most_once_per_interval(make_instance: MakeInsta
     inst.clock.advance(100)
     with statements(inst.engine) as seen:
         assert inst.get(token, ip="10.2.2.2").status_code == 200
+        inst.settle()
     assert len(updates_of_tokens(seen)) == 1
     stored = inst.state.store.get(record.id, "service")
     assert stored is not None
@@ -486,6 +497,7 @@ def test_failed_uses_of_a_known_prefix_are_audited_once_per_interval(inst: Insta
         response = inst.get(forged)
         assert response.status_code == 401
         assert error_message(response) == "Invalid access token"
+    inst.settle()
     events = inst.state.store.events(record.id)
     failed = [e for e in events if e.event == "failed_use"]
     assert len(failed) == 1

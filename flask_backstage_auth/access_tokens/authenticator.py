@@ -7,13 +7,17 @@ personal tokens the user they belong to, both restricted to their scopes. A
 verification is cached at most ``revocation_check`` seconds, which bounds how
 long a token revoked on another instance may still pass; the revoking
 instance drops it at once.
+
+A use is noted (``last_used_at``, at most once per token per
+``last_used_interval``) and so are the use events (``old_secret_used``, once
+per rotation; ``failed_use``, at most once per token per interval), through a
+:class:`~flask_backstage_auth.access_tokens.usage.UsageRecorder`: the request
+does not wait for those writes, and their failure never fails it.
 """
 
 from __future__ import annotations
 
-import logging
 import threading
-import typing as t
 
 from flask import has_request_context, request
 
@@ -24,21 +28,24 @@ from flask_backstage_auth.access_tokens.format import (
     parse,
 )
 from flask_backstage_auth.access_tokens.scopes import ScopeCatalogue
-from flask_backstage_auth.access_tokens.store import SqlAccessTokenStore, TokenRecord
+from flask_backstage_auth.access_tokens.store import (
+    SqlAccessTokenStore,
+    TokenRecord,
+    service_subject,
+)
+from flask_backstage_auth.access_tokens.usage import UsageRecorder
 from flask_backstage_auth.auth.service import VerifiedToken
 from flask_backstage_auth.clock import Clock
 from flask_backstage_auth.credentials import ServicePrincipal, UserPrincipal
 from flask_backstage_auth.errors import AuthenticationError
 
-logger = logging.getLogger(__name__)
-
-
-def service_subject(record: TokenRecord) -> str:
-    return f"access-token:{record.owner_ref}:{record.name}"
-
 
 class AccessTokenAuthenticator:
-    """Verifies raw access tokens against the store."""
+    """Verifies raw access tokens against the store.
+
+    :param usage: where uses and use events are noted (default: written at
+        once, in the request).
+    """
 
     def __init__(
         self,
@@ -49,8 +56,10 @@ class AccessTokenAuthenticator:
         revocation_check: float = 5,
         last_used_interval: float = 300,
         personal_enabled: bool = True,
+        usage: UsageRecorder | None = None,
     ) -> None:
         self.store = store
+        self.usage = usage if usage is not None else UsageRecorder(store, mode="inline")
         self.catalogue = catalogue
         self._clock = clock
         self.revocation_check = revocation_check
@@ -81,8 +90,7 @@ class AccessTokenAuthenticator:
             self._failed_use(record, record.status(now), now)
             raise AuthenticationError(f"Access token is {record.status(now)}")
         if match.previous_secret:
-            grace = record.previous_expires_at
-            if grace is None or grace <= now:
+            if not match.works(now):
                 self._failed_use(record, "rotated secret", now)
                 raise AuthenticationError("Access token was rotated")
             self._once(record, "old_secret_used", now)
@@ -113,10 +121,7 @@ class AccessTokenAuthenticator:
             if last is not None and now - last < self.last_used_interval:
                 return
             self._last_written[record.id] = now
-        try:
-            self.store.record_use(record.id, now=now, ip=self._client_ip())
-        except Exception:  # bookkeeping never blocks a valid request
-            logger.warning("Could not record the use of access token %s", record.id)
+        self.usage.record_use(record.id, now=now, ip=self._client_ip())
 
     def _once(self, record: TokenRecord, event: str, now: float) -> None:
         key = f"{record.id}:{event}:{record.rotated_at}"
@@ -124,7 +129,7 @@ class AccessTokenAuthenticator:
             if key in self._last_failure:
                 return
             self._last_failure[key] = now
-        self._write_event(record, event, {"ip": self._client_ip()}, now)
+        self.usage.add_event(record.id, event, {"ip": self._client_ip()}, now=now)
 
     def _failed_use(self, record: TokenRecord, reason: str, now: float) -> None:
         # At most one failed-use event per token per interval: no write amplification.
@@ -133,12 +138,5 @@ class AccessTokenAuthenticator:
             if last is not None and now - last < self.last_used_interval:
                 return
             self._last_failure[record.id] = now
-        self._write_event(record, "failed_use", {"reason": reason, "ip": self._client_ip()}, now)
-
-    def _write_event(
-        self, record: TokenRecord, event: str, metadata: dict[str, t.Any], now: float
-    ) -> None:
-        try:
-            self.store.add_event(record.id, event, actor=None, metadata=metadata, now=now)
-        except Exception:
-            logger.warning("Could not write the %s event of access token %s", event, record.id)
+        metadata = {"reason": reason, "ip": self._client_ip()}
+        self.usage.add_event(record.id, "failed_use", metadata, now=now)

@@ -3,10 +3,12 @@
 ``create`` prints the new token once on standard output (its id on standard
 error, so that ``TOKEN=$(flask backstage-auth tokens create ...)`` captures
 the secret alone); ``list`` never shows a secret; ``rotate`` prints the new
-token; ``revoke`` refuses it at once on this instance. Every change is
-audited with the actor ``cli``. The app must register :class:`AccessTokens`.
-Input is checked by the REST API's own validators (``api.validate_name``,
-``api.validate_scopes``, ``api.normalize_group_ref``, ``api.resolve_expiry``).
+token; ``revoke`` refuses it at once on this instance. Every change goes
+through :class:`~flask_backstage_auth.access_tokens.service.TokenService`,
+audited with the actor ``cli`` (:data:`~flask_backstage_auth.access_tokens.service.CLI`).
+Input is checked by the REST API's own validators
+(:mod:`~flask_backstage_auth.access_tokens.validation`); a bad value is a
+usage error (exit status 2). The app must register :class:`AccessTokens`.
 """
 
 from __future__ import annotations
@@ -18,22 +20,28 @@ from contextlib import contextmanager
 import click
 from flask.cli import AppGroup
 
-from flask_backstage_auth.access_tokens import api
-from flask_backstage_auth.access_tokens.extension import AccessTokens, AccessTokensState
-from flask_backstage_auth.access_tokens.format import generate_token
+from flask_backstage_auth.access_tokens.service import CLI, TokenService
+from flask_backstage_auth.access_tokens.state import get_state
 from flask_backstage_auth.access_tokens.store import TokenRecord
+from flask_backstage_auth.access_tokens.validation import (
+    MAX_DESCRIPTION,
+    MAX_REASON,
+    normalize_group_ref,
+    scope_list,
+    validate_name,
+)
 from flask_backstage_auth.errors import BackstageError, InputError
 
 #: The actor of every change made here, in the audit trail.
-CLI_ACTOR = "cli"
+CLI_ACTOR = CLI.name
 _STATUSES = ("active", "expiring", "expired", "revoked")
 
 tokens_group = AppGroup("tokens", help="Service access tokens (the access-tokens plugin).")
 
 
-def _state() -> AccessTokensState:
+def _service() -> TokenService:
     try:
-        return AccessTokens.state()
+        return get_state().service
     except RuntimeError:
         raise click.ClickException(
             "AccessTokens is not registered on this app: add AccessTokens(app) after"
@@ -50,35 +58,32 @@ def _usage_errors() -> t.Iterator[None]:
         raise click.UsageError(exc.message) from None
 
 
+@contextmanager
+def _failures() -> t.Iterator[None]:
+    """Any other refusal (no such token, already revoked, database down): exit status 1."""
+    try:
+        yield
+    except BackstageError as exc:
+        raise click.ClickException(exc.description or exc.error_name) from None
+
+
 def group_ref(value: str) -> str:
     """``team-a`` → ``group:default/team-a``, as the API normalises ``groupEntityRef``."""
     with _usage_errors():
-        return api.normalize_group_ref(
+        return normalize_group_ref(
             value if value.startswith("group:") else f"group:{value}", "--group"
         )
 
 
-def _expiry(state: AccessTokensState, days: int | None, now: float) -> float:
-    body = {} if days is None else {"expiresInDays": days}
+def _expiry(service: TokenService, days: int | None) -> float:
     with _usage_errors():
-        expires_at = api.resolve_expiry(
-            body,
-            now,
-            default=state.settings.default_lifetime,
-            maximum=state.settings.max_lifetime,
-            required=True,
-        )
-    return t.cast(float, expires_at)
+        return service.expiry("service", expires_in_days=days)
 
 
 def _when(epoch: float | None) -> str:
     if epoch is None:
         return "-"
     return dt.datetime.fromtimestamp(epoch, tz=dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
-
-
-def _fail(exc: BackstageError) -> click.ClickException:
-    return click.ClickException(exc.description or exc.error_name)
 
 
 @tokens_group.command("create")
@@ -91,32 +96,26 @@ def create_command(
     name: str, group: str, scopes: tuple[str, ...], description: str, expires_in_days: int | None
 ) -> None:
     """Create a service token; print it (once) on stdout, its id on stderr."""
-    state = _state()
+    service = _service()
     owner = group_ref(group)
-    if len(description) > api.MAX_DESCRIPTION:
-        raise click.UsageError(f"--description must be at most {api.MAX_DESCRIPTION} characters")
+    if len(description) > MAX_DESCRIPTION:
+        raise click.UsageError(f"--description must be at most {MAX_DESCRIPTION} characters")
     with _usage_errors():
-        api.validate_name({"name": name})
-        scope_ids = api.validate_scopes({"scopes": list(scopes)}, state)
-    now = state.clock()
-    expires_at = _expiry(state, expires_in_days, now)
-    token = generate_token("service")
-    try:
-        record = state.store.create(
-            kind="service",
+        validate_name(name)
+        scope_ids = service.check_scopes(scope_list(list(scopes)))
+    expires_at = _expiry(service, expires_in_days)
+    with _failures():
+        issued = service.create(
+            CLI,
+            "service",
             name=name,
             description=description,
-            digest=token.digest,
-            token_prefix=token.display_prefix,
             owner_ref=owner,
             scopes=scope_ids,
-            created_by=CLI_ACTOR,
             expires_at=expires_at,
-            now=now,
         )
-    except BackstageError as exc:
-        raise _fail(exc) from None
-    click.echo(token.value)
+    click.echo(issued.secret)
+    record = issued.record
     click.echo(f"id: {record.id} (expires {_when(record.expires_at)} UTC)", err=True)
 
 
@@ -126,19 +125,13 @@ def create_command(
 @click.option("--limit", type=click.IntRange(min=1, max=1000), default=50, show_default=True)
 def list_command(status: str | None, group: str | None, limit: int) -> None:
     """List service tokens (never their secrets), newest first."""
-    state = _state()
+    service = _service()
     owners = [group_ref(group)] if group is not None else None
-    now = state.clock()
-    try:
-        records, total = state.store.list_tokens(
-            "service",
-            now=now,
-            owner_refs=owners,
-            status=t.cast(t.Any, status),
-            limit=limit,
+    with _failures():
+        page = service.list_tokens(
+            CLI, "service", owner_refs=owners, status=t.cast(t.Any, status), limit=limit
         )
-    except BackstageError as exc:
-        raise _fail(exc) from None
+    records, total, now = page.tokens, page.total, page.now
     rows = [_row(record, now) for record in records]
     header = ("ID", "NAME", "GROUP", "PREFIX", "STATUS", "SCOPES", "EXPIRES", "LAST USED")
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
@@ -172,32 +165,18 @@ def _row(record: TokenRecord, now: float) -> tuple[str, ...]:
 @click.option("--expires-in-days", type=int, default=None, help="Default: the configured default.")
 def rotate_command(token_id: str, grace_seconds: int, expires_in_days: int | None) -> None:
     """Give a token a new secret and expiry; print the new token (once)."""
-    state = _state()
-    max_grace = int(state.settings.max_rotation_grace)
-    if grace_seconds > max_grace:
-        raise click.BadParameter(f"at most {max_grace} seconds", param_hint="'--grace-seconds'")
-    now = state.clock()
-    expires_at = _expiry(state, expires_in_days, now)
-    token = generate_token("service")
-    try:
-        current = state.store.get(token_id, "service")
-        if current is None:
-            raise click.ClickException(f"No service token with id '{token_id}'")
-        grace_until = min(now + grace_seconds, current.expires_at) if grace_seconds else None
-        record = state.store.rotate(
-            token_id,
-            "service",
-            digest=token.digest,
-            token_prefix=token.display_prefix,
-            expires_at=expires_at,
-            grace_until=grace_until,
-            actor=CLI_ACTOR,
-            now=now,
+    service = _service()
+    if grace_seconds > service.max_grace:
+        raise click.BadParameter(
+            f"at most {service.max_grace} seconds", param_hint="'--grace-seconds'"
         )
-    except BackstageError as exc:
-        raise _fail(exc) from None
-    state.forget(token_id)
-    click.echo(token.value)
+    expires_at = _expiry(service, expires_in_days)
+    with _failures():
+        issued = service.rotate(
+            CLI, "service", token_id, grace_seconds=grace_seconds, expires_at=expires_at
+        )
+    click.echo(issued.secret)
+    record = issued.record
     click.echo(f"id: {record.id} (expires {_when(record.expires_at)} UTC)", err=True)
 
 
@@ -206,12 +185,9 @@ def rotate_command(token_id: str, grace_seconds: int, expires_in_days: int | Non
 @click.option("--reason", default=None, help="Why (kept in the audit trail).")
 def revoke_command(token_id: str, reason: str | None) -> None:
     """Revoke a token (refused at once here, within revocationCheckSeconds elsewhere)."""
-    state = _state()
-    if reason is not None and len(reason) > api.MAX_REASON:
-        raise click.UsageError(f"--reason must be at most {api.MAX_REASON} characters")
-    try:
-        state.store.revoke(token_id, "service", actor=CLI_ACTOR, reason=reason, now=state.clock())
-    except BackstageError as exc:
-        raise _fail(exc) from None
-    state.forget(token_id)
+    service = _service()
+    if reason is not None and len(reason) > MAX_REASON:
+        raise click.UsageError(f"--reason must be at most {MAX_REASON} characters")
+    with _failures():
+        service.revoke(CLI, "service", token_id, reason=reason)
     click.echo(f"revoked {token_id}")

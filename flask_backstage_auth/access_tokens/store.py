@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.pool import StaticPool
+from sqlalchemy.pool import SingletonThreadPool, StaticPool
 
 from flask_backstage_auth.access_tokens.format import TokenKind
 from flask_backstage_auth.db.storage import (
@@ -99,6 +99,11 @@ class TokenRecord:
         return self.revoked_at is None and self.expires_at > now
 
 
+def service_subject(record: TokenRecord) -> str:
+    """The subject of a service token's principal: ``access-token:<group>:<name>``."""
+    return f"access-token:{record.owner_ref}:{record.name}"
+
+
 @dataclass(frozen=True)
 class AuditEvent:
     id: str
@@ -109,12 +114,43 @@ class AuditEvent:
     occurred_at: float = 0.0
 
 
+def new_event(
+    token_id: str,
+    event: str,
+    *,
+    actor: str | None,
+    metadata: t.Mapping[str, t.Any] | None = None,
+    now: float,
+) -> AuditEvent:
+    """An event to write later, with its id taken now: events sort in the order they happened."""
+    return AuditEvent(_event_id(now), token_id, event, actor, dict(metadata or {}), now)
+
+
+@dataclass(frozen=True)
+class TokenUse:
+    """A successful use of a token, for its ``last_used_at`` and ``last_used_ip``."""
+
+    token_id: str
+    at: float
+    ip: str | None
+
+
 @dataclass(frozen=True)
 class SecretMatch:
     """What a digest lookup found: the token, and whether the old (rotated) secret matched."""
 
     record: TokenRecord
     previous_secret: bool
+
+    def works(self, now: float) -> bool:
+        """Whether the secret that matched still authenticates (a rotated one: in its grace).
+
+        Revocation and expiry are the record's own: see :meth:`TokenRecord.is_usable`.
+        """
+        if not self.previous_secret:
+            return True
+        grace = self.record.previous_expires_at
+        return grace is not None and grace > now
 
 
 def _record(row: t.Any) -> TokenRecord:
@@ -167,6 +203,14 @@ class SqlAccessTokenStore:
             raise StorageUnavailable(
                 f"Could not {what}: the access token database is unavailable ({type(exc).__name__})"
             ) from exc
+
+    def shares_one_connection(self) -> bool:
+        """Whether every thread uses one connection (an in-memory SQLite database).
+
+        Such a database cannot be written from another thread while a request
+        uses it, so its bookkeeping stays on the request's thread.
+        """
+        return isinstance(self._engine().pool, (StaticPool, SingletonThreadPool))
 
     @staticmethod
     def _insert_event(
@@ -372,6 +416,40 @@ class SqlAccessTokenStore:
                 .where(TOKENS.c.id == token_id)
                 .values(last_used_at=to_datetime(now), last_used_ip=ip)
             )
+
+    def record_usage(self, uses: t.Sequence[TokenUse], events: t.Sequence[AuditEvent] = ()) -> None:
+        """Write uses (``last_used_at``, ``last_used_ip``) and events, in one transaction.
+
+        Events keep the ids and times they were made with (:func:`new_event`).
+        """
+        with self._transaction("record the use of access tokens") as connection:
+            if uses:
+                connection.execute(
+                    TOKENS.update()
+                    .where(TOKENS.c.id == sa.bindparam("use_id"))
+                    .values(
+                        last_used_at=sa.bindparam("use_at"), last_used_ip=sa.bindparam("use_ip")
+                    ),
+                    [
+                        {"use_id": use.token_id, "use_at": to_datetime(use.at), "use_ip": use.ip}
+                        for use in uses
+                    ],
+                )
+            if events:
+                connection.execute(
+                    EVENTS.insert(),
+                    [
+                        {
+                            "id": event.id,
+                            "token_id": event.token_id,
+                            "event": event.event,
+                            "actor": event.actor,
+                            "metadata": json.dumps(event.metadata),
+                            "occurred_at": to_datetime(event.occurred_at),
+                        }
+                        for event in events
+                    ],
+                )
 
     def add_event(
         self,

@@ -40,16 +40,12 @@ from flask import (
     send_from_directory,
 )
 
-from flask_backstage_auth.access_tokens import extension as _extension
-from flask_backstage_auth.access_tokens.permissions import PERSONAL_READ, SERVICE_READ
+from flask_backstage_auth.access_tokens.format import TokenKind
+from flask_backstage_auth.access_tokens.state import PLUGIN_ID, AccessTokensState, get_state
 from flask_backstage_auth.auth_backend.extension import EXTENSION_KEY as AUTH_BACKEND_KEY
 from flask_backstage_auth.credentials import NONE_CREDENTIALS, Credentials, UserPrincipal
 from flask_backstage_auth.errors import AuthenticationError, NotAllowedError
-from flask_backstage_auth.permissions import AuthorizeResult
 from flask_backstage_auth.router.policies import unauthenticated
-
-if t.TYPE_CHECKING:  # pragma: no cover
-    from flask_backstage_auth.access_tokens.extension import AccessTokensState
 
 #: The blueprint's name (the API's blueprint is ``access-tokens``).
 BLUEPRINT_NAME = "access-tokens-admin"
@@ -78,7 +74,7 @@ REFUSED_PERSONAL = "You do not have permission to manage personal access tokens"
 NOT_A_USER = "Access tokens are managed by people: sign in as a user"
 PERSONAL_DISABLED = "Personal access tokens are not enabled on this backend"
 
-Kind = t.Literal["service", "personal"]
+Kind = TokenKind
 
 
 def _days(seconds: float) -> int:
@@ -109,10 +105,7 @@ class _Pages:
     def _context(self, kind: Kind, user_ref: str | None) -> dict[str, t.Any]:
         prefix = self._prefix()
         settings = self.state.settings
-        if kind == "personal":
-            default, maximum = settings.personal_default_lifetime, settings.personal_max_lifetime
-        else:
-            default, maximum = settings.default_lifetime, settings.max_lifetime
+        default, maximum = settings.lifetime(kind)
         title = self.state.auth_state.config.get("app.title")
         return {
             "kind": kind,
@@ -126,17 +119,17 @@ class _Pages:
             "personal_enabled": settings.personal_enabled,
             "service_page": SERVICE_PAGE,
             "personal_page": PERSONAL_PAGE,
-            "scopes": self.state.catalogue.all(),
+            "scopes": self.state.service.catalogue.all(),
             "default_days": min(_days(default), _days(maximum)),
             "max_days": _days(maximum),
-            "max_grace_seconds": int(settings.max_rotation_grace),
+            "max_grace_seconds": self.state.service.max_grace,
         }
 
     # -- credentials ------------------------------------------------------
 
     def _credentials(self) -> tuple[Credentials, str | None]:
         """The caller's credentials (bearer or cookie), and why they were refused."""
-        http_auth = self.state.auth_state.http_auth(_extension.PLUGIN_ID)
+        http_auth = self.state.auth_state.http_auth(PLUGIN_ID)
         try:
             return http_auth.credentials(allow_limited_access=True), None
         except AuthenticationError:
@@ -159,20 +152,20 @@ class _Pages:
             context = self._context(kind, None)
             response = self._render("signin.html", 401, expired=problem == "expired", **context)
             if problem == "expired" and request.cookies.get("backstage-auth"):
-                self.state.auth_state.http_auth(_extension.PLUGIN_ID).remove_user_cookie(response)
+                self.state.auth_state.http_auth(PLUGIN_ID).remove_user_cookie(response)
             return response
         user_ref = principal.user_entity_ref
         context = self._context(kind, user_ref)
-        permissions = self.state.auth_state.permissions
+        service = self.state.service
         if kind == "personal":
             if not self.state.settings.personal_enabled:
                 return self._render("refusal.html", 404, message=PERSONAL_DISABLED, **context)
-            decision = permissions.authorize(credentials, PERSONAL_READ, resource_ref=user_ref)
+            allowed = service.may_read(credentials, "personal", user_ref)
             refused = REFUSED_PERSONAL
         else:
-            decision = permissions.authorize(credentials, SERVICE_READ)
+            allowed = service.may_read(credentials, "service")
             refused = REFUSED_SERVICE
-        if decision.result is not AuthorizeResult.ALLOW:
+        if not allowed:
             return self._render("refusal.html", 403, message=refused, **context)
         return self._render("tokens.html", 200, **context)
 
@@ -218,4 +211,4 @@ def init_admin(app: Flask) -> None:
     """Register the admin pages on an app that has :class:`AccessTokens` (once)."""
     if BLUEPRINT_NAME in app.blueprints:
         return
-    app.register_blueprint(create_admin_blueprint(_extension.AccessTokens.state(app)))
+    app.register_blueprint(create_admin_blueprint(get_state(app)))

@@ -1,0 +1,461 @@
+"""What can be done with access tokens, whoever asks: the REST API, the admin page, the CLI.
+
+:class:`TokenService` lists, creates, rotates, narrows and revokes tokens,
+and takes leak reports. Every call names its :data:`Actor`:
+
+* a :class:`Caller`: a request's credentials. The permission policy judges
+  each call (the owning group, or the user, is the ``resourceRef``), and
+  every change first passes the least-privilege guard
+  (:func:`~flask_backstage_auth.access_tokens.guard.require_change_credentials`)
+  here, whether or not the view checked it already;
+* an :class:`Operator`: whoever runs the command line. They hold the
+  database, so no permission is checked; changes are audited with their name.
+
+Input is checked by :mod:`~flask_backstage_auth.access_tokens.validation`
+before it comes here; the checks that need the configuration (scopes known,
+lifetimes, grace) are made here. No Flask here: HTTP lives in
+:mod:`~flask_backstage_auth.access_tokens.api`.
+"""
+
+from __future__ import annotations
+
+import typing as t
+from dataclasses import dataclass
+
+from flask_backstage_auth.access_tokens.format import (
+    DISPLAY_PREFIX_LENGTH,
+    TokenKind,
+    generate_token,
+    hash_token,
+    parse,
+)
+from flask_backstage_auth.access_tokens.guard import require_change_credentials
+from flask_backstage_auth.access_tokens.permissions import (
+    PERSONAL_READ,
+    PERSONAL_REVOKE,
+    PERSONAL_WRITE,
+    SERVICE_READ,
+    SERVICE_REVOKE,
+    SERVICE_WRITE,
+)
+from flask_backstage_auth.access_tokens.scopes import Scope, ScopeCatalogue
+from flask_backstage_auth.access_tokens.settings import AccessTokenSettings
+from flask_backstage_auth.access_tokens.store import (
+    AuditEvent,
+    SqlAccessTokenStore,
+    Status,
+    TokenRecord,
+    service_subject,
+)
+from flask_backstage_auth.access_tokens.usage import UsageRecorder
+from flask_backstage_auth.access_tokens.validation import (
+    integer,
+    resolve_expiry,
+    shown,
+)
+from flask_backstage_auth.clock import Clock
+from flask_backstage_auth.credentials import Credentials, ServicePrincipal, UserPrincipal
+from flask_backstage_auth.errors import ConflictError, InputError, NotFoundError
+from flask_backstage_auth.permissions import AuthorizeResult, Permission, PermissionsService
+
+#: The actor of revocations by leak report, in the audit trail.
+LEAK_ACTOR = "leak-report"
+LEAK_REASON = "reported as leaked"
+NOT_A_TOKEN = "The caller is not an access token"
+#: How long a read waits, at most, for this instance's recorded uses to be written.
+READ_WAIT = 2.0
+
+_READ: dict[TokenKind, Permission] = {"service": SERVICE_READ, "personal": PERSONAL_READ}
+_WRITE: dict[TokenKind, Permission] = {"service": SERVICE_WRITE, "personal": PERSONAL_WRITE}
+_REVOKE: dict[TokenKind, Permission] = {"service": SERVICE_REVOKE, "personal": PERSONAL_REVOKE}
+
+
+def actor_of(credentials: Credentials) -> str:
+    """The name credentials are audited under: the user entity ref or the service subject."""
+    principal = credentials.principal
+    if isinstance(principal, UserPrincipal):
+        return principal.user_entity_ref
+    if isinstance(principal, ServicePrincipal):
+        return principal.subject
+    return "unknown"  # pragma: no cover - the barrier refuses 'none'
+
+
+@dataclass(frozen=True)
+class Caller:
+    """A request's credentials, judged by the permission policy and the guard."""
+
+    credentials: Credentials
+
+    @property
+    def name(self) -> str:
+        return actor_of(self.credentials)
+
+
+@dataclass(frozen=True)
+class Operator:
+    """Whoever runs the command line: no permission is checked."""
+
+    name: str
+
+
+Actor = t.Union[Caller, Operator]
+#: The actor of every change made by ``flask backstage-auth tokens``.
+CLI = Operator("cli")
+
+
+@dataclass(frozen=True)
+class TokenPage:
+    """A page of tokens, their total, and the moment their status is as of."""
+
+    tokens: list[TokenRecord]
+    total: int
+    now: float
+
+
+@dataclass(frozen=True)
+class Issued:
+    """A created or rotated token, and its secret: shown once, never stored."""
+
+    record: TokenRecord
+    secret: str
+    now: float
+
+
+class TokenService:
+    """Access-token operations over a store, a catalogue and the settings.
+
+    :param forget: drops this instance's cached verifications of a token id
+        (called on every revocation, rotation and narrowing).
+    :param usage: the recorder of token uses; reads first wait (at most
+        :data:`READ_WAIT` seconds) for this instance's uses to be written, so
+        that ``lastUsedAt`` shows them.
+    """
+
+    def __init__(
+        self,
+        store: SqlAccessTokenStore,
+        catalogue: ScopeCatalogue,
+        settings: AccessTokenSettings,
+        permissions: PermissionsService,
+        *,
+        clock: Clock,
+        forget: t.Callable[[str], None],
+        usage: UsageRecorder | None = None,
+    ) -> None:
+        self.store = store
+        self.catalogue = catalogue
+        self.settings = settings
+        self.permissions = permissions
+        self.clock = clock
+        self._forget = forget
+        self._usage = usage
+
+    # -- limits ------------------------------------------------------------
+
+    def now(self) -> float:
+        return self.clock()
+
+    @property
+    def max_grace(self) -> int:
+        """The longest rotation grace, in seconds."""
+        return int(self.settings.max_rotation_grace)
+
+    def check_scopes(self, scopes: list[str]) -> list[str]:
+        """``scopes``, if the catalogue has every one.
+
+        :raises InputError: naming the unknown ones.
+        """
+        unknown = self.catalogue.unknown(scopes)
+        if unknown:
+            raise InputError(f"scopes: unknown scope(s) {shown(unknown)}")
+        return scopes
+
+    def expiry(
+        self, kind: TokenKind, *, expires_at: object = None, expires_in_days: object = None
+    ) -> float:
+        """The expiry of a new or rotated token: asked for, or the kind's default.
+
+        :param expires_at: an ISO 8601 date-time (``expiresAt``).
+        :param expires_in_days: a number of days (``expiresInDays``).
+        :raises InputError: both given, not in the future, or past the kind's maximum.
+        """
+        default, maximum = self.settings.lifetime(kind)
+        return resolve_expiry(
+            expires_at, expires_in_days, self.now(), default=default, maximum=maximum
+        )
+
+    # -- who may -----------------------------------------------------------
+
+    def may_read(self, credentials: Credentials, kind: TokenKind, ref: str | None = None) -> bool:
+        """Whether the policy lets ``credentials`` read ``kind`` tokens (of owner ``ref``)."""
+        decision = self.permissions.authorize(credentials, _READ[kind], resource_ref=ref)
+        return decision.result is AuthorizeResult.ALLOW
+
+    # Only an Operator is let through unjudged; anything else must carry credentials.
+    def _require(self, actor: Actor, permission: Permission, ref: str | None) -> None:
+        if not isinstance(actor, Operator):
+            self.permissions.require(actor.credentials, permission, resource_ref=ref)
+
+    def _changer(self, actor: Actor, *, creating: bool = False) -> str:
+        """The actor's audited name, once the guard lets it change tokens."""
+        if not isinstance(actor, Operator):
+            require_change_credentials(actor.credentials, creating=creating)
+        return actor.name
+
+    def _load(self, kind: TokenKind, token_id: str, owner: str | None) -> TokenRecord:
+        if len(token_id) > 36:
+            raise NotFoundError(f"No token with id '{token_id[:36]}...'")
+        record = self.store.get(token_id, kind)
+        if record is None or (owner is not None and record.owner_ref != owner):
+            raise NotFoundError(f"No {kind} token with id '{token_id}'")
+        return record
+
+    def _settle_usage(self) -> None:
+        if self._usage is not None:
+            self._usage.flush(READ_WAIT)
+
+    # -- reads -------------------------------------------------------------
+
+    def scopes(self, actor: Actor) -> list[Scope]:
+        """The scope catalogue (needs ``access-tokens:service:read``)."""
+        self._require(actor, SERVICE_READ, None)
+        return list(self.catalogue.all())
+
+    def list_tokens(
+        self,
+        actor: Actor,
+        kind: TokenKind,
+        *,
+        owner_refs: t.Sequence[str] | None = None,
+        status: Status | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> TokenPage:
+        """A page of tokens, newest first; the resource ref is the one owner asked for."""
+        ref = owner_refs[0] if owner_refs is not None and len(owner_refs) == 1 else None
+        self._require(actor, _READ[kind], ref)
+        self._settle_usage()
+        now = self.now()
+        records, total = self.store.list_tokens(
+            kind, now=now, owner_refs=owner_refs, status=status, limit=limit, offset=offset
+        )
+        return TokenPage(records, total, now)
+
+    def get(
+        self, actor: Actor, kind: TokenKind, token_id: str, *, owner: str | None = None
+    ) -> TokenRecord:
+        """One token (of ``owner`` only, when given).
+
+        :raises NotFoundError: no such token, or another owner's.
+        """
+        self._settle_usage()
+        record = self._load(kind, token_id, owner)
+        self._require(actor, _READ[kind], record.owner_ref)
+        return record
+
+    def audit(
+        self, actor: Actor, kind: TokenKind, token_id: str, *, owner: str | None = None
+    ) -> list[AuditEvent]:
+        """A token's audit events, newest first."""
+        record = self.get(actor, kind, token_id, owner=owner)
+        return self.store.events(record.id)
+
+    def find_self(
+        self, credentials: Credentials, kind: TokenKind, *, owner: str | None = None
+    ) -> TokenRecord:
+        """The access token the credentials authenticated with (its use included).
+
+        :raises NotFoundError: they did not come from one of ``kind`` (of ``owner``).
+        """
+        self._settle_usage()
+        record: TokenRecord | None = None
+        principal = credentials.principal
+        if kind == "personal":
+            record = self._by_secret(credentials.token, kind)
+            if record is not None and record.owner_ref != owner:
+                record = None
+        elif isinstance(principal, ServicePrincipal) and principal.subject.startswith(
+            "access-token:"
+        ):
+            record = self._by_secret(credentials.token, kind)
+            if record is not None and principal.subject != service_subject(record):
+                record = None
+        if record is None:
+            raise NotFoundError(NOT_A_TOKEN)
+        return record
+
+    def _by_secret(self, token: str | None, kind: TokenKind) -> TokenRecord | None:
+        if token is None or parse(token) != kind:
+            return None
+        match, _ = self.store.find_by_digest(hash_token(token), token[:DISPLAY_PREFIX_LENGTH])
+        if match is None or match.record.kind != kind:
+            return None
+        return match.record
+
+    # -- changes -----------------------------------------------------------
+
+    def create(
+        self,
+        actor: Actor,
+        kind: TokenKind,
+        *,
+        name: str,
+        description: str,
+        owner_ref: str,
+        scopes: t.Sequence[str],
+        expires_at: float,
+    ) -> Issued:
+        """A new token of ``owner_ref``, audited as created by the actor.
+
+        :raises NotAllowedError: the guard or the policy refuses.
+        :raises ConflictError: the owner has a usable token of that name, or
+            the user has ``maxTokensPerUser`` usable personal tokens.
+        """
+        created_by = self._changer(actor, creating=True)
+        self._require(actor, _WRITE[kind], owner_ref)
+        now = self.now()
+        if kind == "personal":
+            limit = self.settings.personal_max_per_user
+            if self.store.count_usable(kind, owner_ref, now=now) >= limit:
+                raise ConflictError(f"You already have {limit} usable personal access tokens")
+        new = generate_token(kind)
+        record = self.store.create(
+            kind=kind,
+            name=name,
+            description=description,
+            digest=new.digest,
+            token_prefix=new.display_prefix,
+            owner_ref=owner_ref,
+            scopes=scopes,
+            created_by=created_by,
+            expires_at=expires_at,
+            now=now,
+        )
+        return Issued(record, new.value, now)
+
+    def prune_audit(self) -> int:
+        """Delete audit events past ``auditRetentionDays``; their count."""
+        return self.store.prune_events(before=self.now() - self.settings.audit_retention)
+
+    def rotate(
+        self,
+        actor: Actor,
+        kind: TokenKind,
+        token_id: str,
+        *,
+        owner: str | None = None,
+        grace_seconds: int = 0,
+        expires_at: float,
+    ) -> Issued:
+        """A new secret and expiry; the old secret works ``grace_seconds`` more
+        (never past the token's current expiry).
+
+        :raises InputError: a grace past ``maxRotationGraceSeconds``.
+        :raises NotFoundError: no such token.
+        :raises ConflictError: it is revoked or expired.
+        """
+        rotated_by = self._changer(actor)
+        integer(grace_seconds, "graceSeconds", 0, self.max_grace)
+        record = self._load(kind, token_id, owner)
+        self._require(actor, _WRITE[kind], record.owner_ref)
+        now = self.now()
+        grace_until = min(now + grace_seconds, record.expires_at) if grace_seconds else None
+        new = generate_token(kind)
+        rotated = self.store.rotate(
+            record.id,
+            kind,
+            digest=new.digest,
+            token_prefix=new.display_prefix,
+            expires_at=expires_at,
+            grace_until=grace_until,
+            actor=rotated_by,
+            now=now,
+        )
+        self._forget(record.id)
+        return Issued(rotated, new.value, now)
+
+    def revoke(
+        self,
+        actor: Actor,
+        kind: TokenKind,
+        token_id: str,
+        *,
+        owner: str | None = None,
+        reason: str | None = None,
+    ) -> TokenRecord:
+        """Revoke a token; refused at once on this instance.
+
+        :raises NotFoundError: no such token.
+        :raises ConflictError: already revoked.
+        """
+        revoked_by = self._changer(actor)
+        record = self._load(kind, token_id, owner)
+        self._require(actor, _REVOKE[kind], record.owner_ref)
+        revoked = self.store.revoke(
+            record.id, kind, actor=revoked_by, reason=reason, now=self.now()
+        )
+        self._forget(record.id)
+        return revoked
+
+    def update(
+        self,
+        actor: Actor,
+        kind: TokenKind,
+        token_id: str,
+        *,
+        owner: str | None = None,
+        description: str | None = None,
+        scopes: t.Sequence[str] | None = None,
+    ) -> TokenRecord:
+        """Change the description, or narrow the scopes (never widen them).
+
+        :raises InputError: nothing to change, or a scope the token does not hold.
+        :raises ConflictError: the token is revoked.
+        """
+        updated_by = self._changer(actor)
+        if description is None and scopes is None:
+            raise InputError("Nothing to update: give description or scopes")
+        record = self._load(kind, token_id, owner)
+        self._require(actor, _WRITE[kind], record.owner_ref)
+        if scopes is not None:
+            added = [s for s in scopes if s not in record.scopes]
+            if added:
+                raise InputError(f"scopes may only be narrowed; not held: {shown(added)}")
+        if record.revoked_at is not None:
+            raise ConflictError(f"Token '{record.id}' is revoked")
+        updated = self.store.update(
+            record.id,
+            kind,
+            description=description,
+            scopes=scopes,
+            actor=updated_by,
+            now=self.now(),
+        )
+        if scopes is not None:
+            self._forget(record.id)  # cached verifications carry the old restrictions
+        return updated
+
+    def report_leaked(self, values: t.Iterable[str]) -> int:
+        """Revoke every token among ``values`` that still works; how many were.
+
+        Anyone may report a leaked token: holding it is the proof. A string
+        that is not one of ours (or fails its checksum) costs no query.
+        """
+        now = self.now()
+        revoked: set[str] = set()
+        for value in dict.fromkeys(values):
+            if parse(value) is None:
+                continue
+            match, _ = self.store.find_by_digest(hash_token(value), value[:DISPLAY_PREFIX_LENGTH])
+            if match is None or match.record.id in revoked or not match.works(now):
+                continue  # unknown, counted already, or a rotated-out secret that no longer works
+            record = match.record
+            try:
+                self.store.revoke(
+                    record.id, record.kind, actor=LEAK_ACTOR, reason=LEAK_REASON, now=now
+                )
+            except (ConflictError, NotFoundError):
+                continue
+            self._forget(record.id)
+            revoked.add(record.id)
+        return len(revoked)
