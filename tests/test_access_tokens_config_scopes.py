@@ -21,7 +21,7 @@ from flask_sqlalchemy import SQLAlchemy
 import flask_backstage_auth.db.cli
 from flask_backstage_auth import BackstageAuth, get_credentials
 from flask_backstage_auth.access_tokens.extension import AccessTokens
-from flask_backstage_auth.access_tokens.guard import ACCESS_TOKEN_CREATES
+from flask_backstage_auth.access_tokens.guard import ACCESS_TOKEN_CREATES, ACCESS_TOKEN_ROTATES
 from flask_backstage_auth.access_tokens.scopes import Scope
 from flask_backstage_auth.auth_backend.extension import AuthBackend
 from flask_backstage_auth.errors import ConfigError
@@ -255,3 +255,25 @@ class TestAConfigScopeOnTheAccessTokensPlugin:
         for target in ("service", "personal"):
             listed = client.get(f"{BASE}/{target}/", headers=owner).get_json()["tokens"]
             assert len(listed) == (1 if target == kind else 0)
+
+    @pytest.mark.parametrize("kind", ["service", "personal"])
+    def test_no_token_rotates_a_token_itself_included(
+        self, client: FlaskClient, owner: dict[str, str], kind: str
+    ) -> None:
+        """A rotation mints a secret with a new expiry: a token that could rotate
+        itself would outlive every lifetime limit. Revoking stays allowed."""
+        made = create(client, owner, ["access-tokens:write"], kind=kind)
+        other = create(client, owner, ["reports:read"], kind=kind)
+        raw = made["rawToken"]
+        for token_id in (made["token"]["id"], other["token"]["id"]):
+            for headers in (bearer(raw), bearer(raw, "bearer")):
+                response = client.post(
+                    f"{BASE}/{kind}/{token_id}/rotate", json={"graceSeconds": 0}, headers=headers
+                )
+                assert response.status_code == 403, response.get_json()
+                assert message(response) == ACCESS_TOKEN_ROTATES
+                assert "rawToken" not in response.get_data(as_text=True)
+        # Its own secret still works, unrotated; the owner may rotate it.
+        assert client.get(f"{BASE}/{kind}/", headers=bearer(raw)).status_code == 200
+        rotated = client.post(f"{BASE}/{kind}/{made['token']['id']}/rotate", json={}, headers=owner)
+        assert rotated.status_code == 200 and rotated.get_json()["rawToken"] != raw

@@ -187,13 +187,17 @@ class _Kind:
         """The credentials, and the owner every token must have (``None``: any)."""
         return get_credentials(), None
 
-    def changer(self, *, creating: bool = False) -> tuple[Caller, str | None]:
+    def changer(
+        self, *, creating: bool = False, rotating: bool = False
+    ) -> tuple[Caller, str | None]:
         """As :meth:`caller`, for a change: refused to limited or borrowed credentials.
 
         The guard runs before the body is read; the service runs it again.
         """
         credentials, owner = self.caller()
-        return Caller(require_change_credentials(credentials, creating=creating)), owner
+        return Caller(
+            require_change_credentials(credentials, creating=creating, rotating=rotating)
+        ), owner
 
     def owner_ref(self, body: JsonObject, owner: str | None) -> str:
         """The owner of a new token: the body's group, or the calling user."""
@@ -285,7 +289,7 @@ class _Kind:
         return jsonify(token_to_dict(record, self.service.now()))
 
     def rotate_token(self, id: str) -> Response:
-        caller, owner = self.changer()
+        caller, owner = self.changer(rotating=True)
         body = read_body(optional=True)
         grace = body.get("graceSeconds")
         grace_seconds = (

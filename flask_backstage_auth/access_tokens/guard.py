@@ -18,6 +18,9 @@ from flask_backstage_auth.errors import NotAllowedError
 LIMITED_REFUSED = "This endpoint does not allow limited user credentials"
 ON_BEHALF_REFUSED = "This endpoint does not allow user credentials on behalf of '{actor}'"
 ACCESS_TOKEN_CREATES = "An access token cannot create access tokens"
+#: A rotation mints a new secret with a new expiry: a token rotating itself would
+#: outlive every lifetime limit.
+ACCESS_TOKEN_ROTATES = "An access token cannot rotate access tokens"
 
 
 def is_access_token_caller(credentials: Credentials) -> bool:
@@ -25,24 +28,28 @@ def is_access_token_caller(credentials: Credentials) -> bool:
     return credentials.token is not None and parse(credentials.token) is not None
 
 
-def refusal(credentials: Credentials, *, creating: bool = False) -> str | None:
+def refusal(
+    credentials: Credentials, *, creating: bool = False, rotating: bool = False
+) -> str | None:
     """Why ``credentials`` may not change access tokens; ``None`` when they may."""
     if credentials.limited:
         return LIMITED_REFUSED
     principal = credentials.principal
     if isinstance(principal, UserPrincipal) and principal.actor is not None:
         return ON_BEHALF_REFUSED.format(actor=principal.actor.subject)
-    if creating and is_access_token_caller(credentials):
-        return ACCESS_TOKEN_CREATES
+    if (creating or rotating) and is_access_token_caller(credentials):
+        return ACCESS_TOKEN_CREATES if creating else ACCESS_TOKEN_ROTATES
     return None
 
 
-def require_change_credentials(credentials: Credentials, *, creating: bool = False) -> Credentials:
+def require_change_credentials(
+    credentials: Credentials, *, creating: bool = False, rotating: bool = False
+) -> Credentials:
     """``credentials``, if they may change access tokens.
 
     :raises NotAllowedError: 403, saying why not.
     """
-    reason = refusal(credentials, creating=creating)
+    reason = refusal(credentials, creating=creating, rotating=rotating)
     if reason is not None:
         raise NotAllowedError(reason)
     return credentials

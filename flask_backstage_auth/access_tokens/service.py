@@ -196,10 +196,10 @@ class TokenService:
         if not isinstance(actor, Operator):
             self.permissions.require(actor.credentials, permission, resource_ref=ref)
 
-    def _changer(self, actor: Actor, *, creating: bool = False) -> str:
+    def _changer(self, actor: Actor, *, creating: bool = False, rotating: bool = False) -> str:
         """The actor's audited name, once the guard lets it change tokens."""
         if not isinstance(actor, Operator):
-            require_change_credentials(actor.credentials, creating=creating)
+            require_change_credentials(actor.credentials, creating=creating, rotating=rotating)
         return actor.name
 
     def _load(self, kind: TokenKind, token_id: str, owner: str | None) -> TokenRecord:
@@ -354,7 +354,7 @@ class TokenService:
         :raises NotFoundError: no such token.
         :raises ConflictError: it is revoked or expired.
         """
-        rotated_by = self._changer(actor)
+        rotated_by = self._changer(actor, rotating=True)
         integer(grace_seconds, "graceSeconds", 0, self.max_grace)
         record = self._load(kind, token_id, owner)
         self._require(actor, _WRITE[kind], record.owner_ref)
