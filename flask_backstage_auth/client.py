@@ -13,17 +13,19 @@ from __future__ import annotations
 
 import typing as t
 
-import requests
-from requests.auth import AuthBase
-
 if t.TYPE_CHECKING:  # pragma: no cover
+    import requests
+
     from flask_backstage_auth.auth.service import AuthService
     from flask_backstage_auth.credentials import Credentials
     from flask_backstage_auth.legacy.token_manager import TokenManager
 
 
-class BearerTokenAuth(AuthBase):
+class BearerTokenAuth:
     """A ``requests`` auth that asks ``get_token`` for a token on every request.
+
+    ``requests`` takes any callable as an auth; this one is not a subclass of
+    ``requests.auth.AuthBase``, so that importing it does not import ``requests``.
 
     An empty token (the noop manager, or ``none`` credentials with the default
     policy disabled) sends no ``Authorization`` header.
@@ -87,6 +89,8 @@ def plugin_session(
     Give either a ``token_manager`` (legacy service tokens), or ``auth`` and
     ``target_plugin_id`` (plugin request tokens).
     """
+    import requests  # only where sessions are made: importing the package stays lean
+
     session = requests.Session()
     if auth is not None:
         if token_manager is not None or target_plugin_id is None:

@@ -117,3 +117,18 @@ def test_malformed_headers_give_no_token(value: str) -> None:
 
 def test_scheme_is_case_insensitive_and_spaces_are_repeatable() -> None:
     assert get_bearer_token(f"bEARER   {VECTOR_TOKEN}") == VECTOR_TOKEN
+
+
+@pytest.mark.parametrize("scheme", ["Bearer ", "bearer  ", "BEARER "])
+@pytest.mark.parametrize("place", ["start", "middle", "end"])
+def test_every_character_gets_javascripts_verdict(scheme: str, place: str) -> None:
+    """The fast path for ASCII tokens and the regex agree with ``\\S`` on every character:
+    a token with a JavaScript space is no token; any other character is part of it."""
+    for code in [*range(0x80), 0x85, 0xA0, 0x1680, *range(0x2000, 0x2030), 0x205F, 0x3000, 0xFEFF]:
+        char = chr(code)
+        token = {"start": char + "abc", "middle": "ab" + char + "c", "end": "abc" + char}[place]
+        expected = None if char in JS_WHITESPACE and place != "start" else token
+        if char in JS_WHITESPACE and place == "start":
+            # Leading spaces (0x20) are the separator; any other JS space is no token.
+            expected = "abc" if char == " " else None
+        assert get_bearer_token(scheme + token) == expected, (scheme, hex(code), place)

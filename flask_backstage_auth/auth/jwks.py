@@ -22,10 +22,11 @@ import time
 import typing as t
 
 import jwt
-import requests
-import urllib3
 
 from flask_backstage_auth.clock import Clock, system_clock
+
+if t.TYPE_CHECKING:  # pragma: no cover
+    import requests
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +79,8 @@ def parse_key_set(document: bytes) -> list[jwt.PyJWK]:
 
 def new_session() -> requests.Session:
     """An HTTP session for key sets: it keeps no cookie, so none travels to another fetch."""
+    import requests  # at the first fetch, not when the package is imported
+
     session = requests.Session()
     session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
     return session
@@ -92,7 +95,7 @@ class JwksFetcher:
         ``timeout``); a fetch still running then goes on in the background,
         for the requests after it.
     :param max_bytes: the largest key-set document accepted.
-    :param session: the HTTP session (default: :func:`new_session`).
+    :param session: the HTTP session (default: :func:`new_session`, made at the first fetch).
     """
 
     def __init__(
@@ -107,8 +110,17 @@ class JwksFetcher:
         self.timeout = timeout
         self.wait = min(wait, timeout)
         self.max_bytes = max_bytes
-        self.session = session or new_session()
+        self._session = session
+        self._session_lock = threading.Lock()
         self.monotonic = monotonic
+
+    @property
+    def session(self) -> requests.Session:
+        """The HTTP session every fetch uses."""
+        with self._session_lock:
+            if self._session is None:
+                self._session = new_session()
+            return self._session
 
     def fetch(self, url: str) -> list[jwt.PyJWK]:
         """The usable keys served at ``url``.
@@ -139,6 +151,8 @@ class JwksFetcher:
             length = response.headers.get("Content-Length", "")
             if length.isdigit() and int(length) > self.max_bytes:
                 raise JwksUnavailable("Invalid jwks.json response, too large")
+            import urllib3  # imported by requests already
+
             try:
                 return self._read_body(response.raw, deadline)
             except (urllib3.exceptions.HTTPError, OSError) as exc:
@@ -298,6 +312,8 @@ class JwksCache:
         return flight
 
     def _run(self, flight: _Flight, started_at: float) -> None:
+        import requests  # at the first fetch, not when the package is imported
+
         keys: list[jwt.PyJWK] | None = None
         try:
             keys = self._fetcher.fetch(self.url)

@@ -22,12 +22,21 @@ def get_bearer_token(header: object) -> str | None:
     """
     if not isinstance(header, str) or len(header) > MAX_AUTHORIZATION_HEADER_LENGTH:
         return None
-    # Fast path for the common case, printable ASCII: the same answer as the
-    # regex; anything else is left to the regex.
+    # Fast path for the common case, an ASCII token: the same answer as the
+    # regex, whose only ASCII spaces are these six; anything else is left to it.
     scheme = header[:7]
     if scheme == "Bearer " or (scheme.isascii() and scheme.lower() == "bearer "):
         token = header[7:].lstrip(" ")
-        if token and token.isascii() and token.isprintable() and " " not in token:
+        if (
+            token
+            and token.isascii()
+            and " " not in token
+            and "\t" not in token
+            and "\n" not in token
+            and "\r" not in token
+            and "\v" not in token
+            and "\f" not in token
+        ):
             return token
     match = _BEARER.fullmatch(header)
     return match.group(1) if match else None

@@ -14,11 +14,10 @@ from flask_backstage_auth.clock import Clock, system_clock
 from flask_backstage_auth.credentials import NONE_CREDENTIALS, Credentials
 from flask_backstage_auth.errors import AuthenticationError, NotAllowedError
 from flask_backstage_auth.http_auth.bearer import get_bearer_token
+from flask_backstage_auth.http_auth.memo import found_keys
 
 #: The cookie that carries a limited user token for ``user-cookie`` routes.
 USER_COOKIE_NAME = "backstage-auth"
-#: Prefix of the environ keys memoising a request's credentials per plugin.
-_MEMO_PREFIX = "flask_backstage_auth.credentials:"
 #: Methods for which the cookie is read, and limited credentials allowed, at all.
 COOKIE_METHODS = frozenset({"GET", "HEAD"})
 
@@ -72,10 +71,7 @@ class HttpAuthService:
         self.auth = auth
         self.cookie = cookie or CookieSettings()
         self._clock = clock
-        self._memo_keys = {
-            False: f"{_MEMO_PREFIX}{plugin_id}",
-            True: f"{_MEMO_PREFIX}{plugin_id}:limited",
-        }
+        self._memo_keys = found_keys(plugin_id)
 
     def credentials(
         self,
@@ -93,23 +89,22 @@ class HttpAuthService:
         method a limited user token is refused, by cookie or as a bearer. No
         credentials give ``none`` credentials, which ``allow`` may refuse.
 
+        What the request carries is found once per request and
+        ``allow_limited_access`` value (the :mod:`request's memo
+        <flask_backstage_auth.http_auth.memo>`); ``allow`` is checked on every call.
+
         :raises AuthenticationError: 401 ``Missing credentials`` or an invalid token.
         :raises NotAllowedError: 403 ``This endpoint does not allow '<type>' credentials``.
         """
         req = request if request is not None else current_request
-        credentials = self.extract(req, allow_limited_access)
-        if allow is None or credentials.principal.type in allow:
-            return credentials
-        return check_allowed(credentials, allow)
-
-    def extract(self, request: Request, allow_limited_access: bool = False) -> Credentials:
-        """The request's credentials without an ``allow`` check, memoised per request."""
-        environ = request.environ
+        environ = req.environ
         key = self._memo_keys[allow_limited_access]
         credentials: Credentials | None = environ.get(key)
         if credentials is None:
-            credentials = environ[key] = self._extract(request, allow_limited_access)
-        return credentials
+            credentials = environ[key] = self._extract(req, allow_limited_access)
+        if allow is None or credentials.principal.type in allow:
+            return credentials
+        return check_allowed(credentials, allow)
 
     def _extract(self, request: Request, allow_limited_access: bool) -> Credentials:
         # Limited credentials only ever read: however they arrive, never for

@@ -23,6 +23,7 @@ from werkzeug.wrappers import Request
 from flask_backstage_auth.credentials import Credentials, ServicePrincipal, UserPrincipal
 from flask_backstage_auth.errors import AuthenticationError, BackstageError
 from flask_backstage_auth.http_auth.bearer import get_bearer_token
+from flask_backstage_auth.http_auth.memo import ESTABLISHED_KEY, establish, established
 from flask_backstage_auth.legacy.token_manager import TokenManager
 from flask_backstage_auth.legacy.unless import CustomPredicate, PathSpec, Unless
 from flask_backstage_auth.router.paths import is_under_prefix, normalize_path, routing_path
@@ -32,8 +33,10 @@ if t.TYPE_CHECKING:  # pragma: no cover
 
 logger = logging.getLogger(__name__)
 
-#: The ``environ`` key holding the credentials the middleware established.
-ENVIRON_CREDENTIALS_KEY = "flask_backstage_auth.credentials"
+#: The ``environ`` key holding the credentials the middleware established
+#: (the request's :mod:`memo <flask_backstage_auth.http_auth.memo>`, which the
+#: extension's barrier writes too).
+ENVIRON_CREDENTIALS_KEY = ESTABLISHED_KEY
 
 #: The subject given to callers authenticated by a legacy server token.
 LEGACY_SERVICE_SUBJECT = "external:backstage-plugin"
@@ -154,7 +157,7 @@ class RequireAuthenticationMiddleware:
     ) -> t.Iterable[bytes]:
         if self.covers(environ) and not self.rule.is_exempt(environ):
             try:
-                environ[ENVIRON_CREDENTIALS_KEY] = self.rule.authenticate(environ)
+                establish(environ, self.rule.authenticate(environ))
             except AuthenticationError as error:
                 logger.info("Rejected request: %s", error.description)
                 return error(environ, start_response)
@@ -184,6 +187,6 @@ def create_require_authentication_middleware(
 
 
 def get_middleware_credentials(environ: WSGIEnvironment) -> Credentials | None:
-    """The credentials the middleware established for this request, if any."""
-    credentials = environ.get(ENVIRON_CREDENTIALS_KEY)
-    return credentials if isinstance(credentials, Credentials) else None
+    """The credentials the middleware (or the extension's barrier) established
+    for this request, if any."""
+    return established(environ)

@@ -23,16 +23,33 @@ from flask_backstage_auth.router.paths import is_trustworthy_request_path, routi
 from flask_backstage_auth.router.safety import bound_request_body, no_store
 
 if t.TYPE_CHECKING:  # pragma: no cover
-    from flask_backstage_auth.extension import BackstageAuthState
+    from flask_backstage_auth.auth.service import AuthService
+    from flask_backstage_auth.http_auth.service import HttpAuthService
 
 INTEGRATION_PATH = "/.backstage/auth/v1/"
 
 
-class PluginEndpoints:
-    """Served by the barrier's hook: one part before the credentials check, one after."""
+class PluginServices(t.Protocol):
+    """What the endpoints need of the app: its plugins and their services."""
 
-    def __init__(self, state: BackstageAuthState) -> None:
-        self._state = state
+    def local_plugins(self) -> t.Collection[str]:
+        """The plugin ids this app serves."""
+
+    def auth(self, plugin_id: str) -> AuthService: ...
+
+    def http_auth(self, plugin_id: str) -> HttpAuthService: ...
+
+
+class PluginEndpoints:
+    """Served by the barrier's hook: one part before the credentials check, one after.
+
+    :param plugin_prefix: where plugins are mounted (``/api``).
+    :param services: the app's plugins and their services.
+    """
+
+    def __init__(self, plugin_prefix: str, services: PluginServices) -> None:
+        self._prefix = plugin_prefix + "/"
+        self._services = services
 
     def _target(self, request: Request) -> tuple[str, str] | None:
         """``(plugin id, endpoint)`` when the request is for one of ours."""
@@ -40,13 +57,13 @@ class PluginEndpoints:
         if INTEGRATION_PATH not in raw or not is_trustworthy_request_path(request.environ):
             return None
         path = routing_path(request.environ)
-        prefix = self._state.settings.plugin_prefix + "/"
+        prefix = self._prefix
         if not path.startswith(prefix):
             return None
         plugin_id, _, rest = path[len(prefix) :].partition("/")
         if not rest.startswith(INTEGRATION_PATH[1:]):
             return None
-        if plugin_id not in self._state.local_plugins():
+        if plugin_id not in self._services.local_plugins():
             return None
         return plugin_id, rest[len(INTEGRATION_PATH) - 1 :]
 
@@ -55,7 +72,7 @@ class PluginEndpoints:
         if target is None or target[1] != "jwks.json" or request.method not in ("GET", "HEAD"):
             return None
         bound_request_body()
-        return jsonify(self._state.auth(target[0]).list_public_service_keys())
+        return jsonify(self._services.auth(target[0]).list_public_service_keys())
 
     def after_barrier(self, request: Request) -> Response | None:
         target = self._target(request)
@@ -64,7 +81,7 @@ class PluginEndpoints:
         if request.method not in ("GET", "DELETE"):
             return None
         bound_request_body()
-        http_auth = self._state.http_auth(target[0])
+        http_auth = self._services.http_auth(target[0])
         if request.method == "GET":
             response = jsonify({})
             issued = http_auth.issue_user_cookie(response)
