@@ -15,7 +15,7 @@ from flask import Request, request
 from flask.typing import ResponseReturnValue
 
 from flask_backstage_auth.errors import AuthenticationError, BackstageError
-from flask_backstage_auth.http_auth.memo import establish
+from flask_backstage_auth.http_auth.memo import ESTABLISHED_KEY
 from flask_backstage_auth.router.integration import INTEGRATION_PATH, PluginEndpoints
 from flask_backstage_auth.router.routes import UNAUTHENTICATED, USER_COOKIE, RouteTable
 
@@ -44,30 +44,28 @@ class CredentialsBarrier:
         JWKS before the credentials check, the cookie after it.
         """
         req: Request = request._get_current_object()  # type: ignore[attr-defined]
-        integration = INTEGRATION_PATH in req.environ.get("PATH_INFO", "")
+        environ = req.environ
+        integration = INTEGRATION_PATH in environ.get("PATH_INFO", "")
         if integration:
             served = self._endpoints.before_barrier(req)
             if served is not None:
                 return served
-        if self._enforce:
-            self._authenticate(req)
+        # Flask answers an automatic OPTIONS with the Allow header: no view runs.
+        if self._enforce and not (
+            req.method == "OPTIONS" and getattr(req.url_rule, "provide_automatic_options", False)
+        ):
+            try:
+                route = self.routes.route(req)
+                policy = route.policy(req) if route.view_allow or route.policies else None
+                if policy != UNAUTHENTICATED:
+                    # Written here rather than through memo.establish(): this
+                    # is the hot path, and the call costs as much as the write.
+                    environ[ESTABLISHED_KEY] = route.http_auth.credentials(
+                        req, allow=_USER_OR_SERVICE, allow_limited_access=policy == USER_COOKIE
+                    )
+            except BackstageError:
+                raise
+            except Exception:  # fail closed: no view runs after an unexpected error
+                logger.exception("The credentials barrier failed unexpectedly")
+                raise AuthenticationError("Authentication failed") from None
         return self._endpoints.after_barrier(req) if integration else None
-
-    def _authenticate(self, req: Request) -> None:
-        rule = req.url_rule
-        if req.method == "OPTIONS" and getattr(rule, "provide_automatic_options", False):
-            return  # Flask answers with the Allow header; no view runs
-        try:
-            route = self.routes.route(req)
-            policy = route.policy(req) if route.view_allow or route.policies else None
-            if policy == UNAUTHENTICATED:
-                return
-            credentials = route.http_auth.credentials(
-                req, allow=_USER_OR_SERVICE, allow_limited_access=policy == USER_COOKIE
-            )
-        except BackstageError:
-            raise
-        except Exception:  # fail closed: no view runs after an unexpected error
-            logger.exception("The credentials barrier failed unexpectedly")
-            raise AuthenticationError("Authentication failed") from None
-        establish(req.environ, credentials)
