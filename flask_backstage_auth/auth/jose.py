@@ -52,7 +52,7 @@ class PeekedToken:
     #: The token has the shape of a compact JWS (three base64url segments).
     compact: bool = False
     #: The PyJWT error that loading the token would raise, when ``header`` is ``None``.
-    error: type[jwt.PyJWTError] = jwt.DecodeError
+    error: t.Type[jwt.PyJWTError] = jwt.DecodeError
 
 
 def _b64url(segment: bytes) -> bytes:
