@@ -74,7 +74,12 @@ from werkzeug.sansio.response import Response
 from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request
 
-from flask_backstage_auth.auth.service import MAX_TOKEN_LENGTH, AuthService, PluginRequestToken
+from flask_backstage_auth.auth.service import (
+    MAX_TOKEN_LENGTH,
+    AuthService,
+    LimitedUserToken,
+    PluginRequestToken,
+)
 from flask_backstage_auth.clock import Clock, system_clock
 from flask_backstage_auth.credentials import (
     NONE_CREDENTIALS,
@@ -186,15 +191,6 @@ class UserInfoService(t.Protocol):
     """Backstage's ``UserInfoService``."""
 
     def get_user_info(self, credentials: Credentials) -> BackstageUserInfo: ...
-
-
-@dataclass(frozen=True)
-class LimitedUserToken:
-    """The result of :meth:`AuthCompat.get_limited_user_token`."""
-
-    token: str
-    #: Epoch seconds.
-    expires_at: float
 
 
 @dataclass(frozen=True)
