@@ -171,7 +171,7 @@ class TokenVerifier:
         if self._cache_size and until > now:
             with self._lock:
                 if len(self._cache) >= self._cache_size:
-                    self._cache.pop(next(iter(self._cache)), None)
+                    self._kill(self._cache.pop(next(iter(self._cache)), None))
                 self._cache[token] = entry
         return entry
 
@@ -213,17 +213,26 @@ class TokenVerifier:
                 if entry.verified.revocation_id == revocation_id
             ]
             for token in stale:
-                self._cache.pop(token, None)
+                self._kill(self._cache.pop(token, None))
 
     def forget(self, token: str) -> None:
         """Drop one token from the cache (after a revocation)."""
         with self._lock:
-            self._cache.pop(token, None)
+            self._kill(self._cache.pop(token, None))
 
     def clear(self) -> None:
         """Drop every cached verification."""
         with self._lock:
+            for entry in self._cache.values():
+                self._kill(entry)
             self._cache.clear()
+
+    @staticmethod
+    def _kill(entry: VerifiedEntry | None) -> None:
+        # Whoever still holds the entry (the ``http_auth`` services' index of
+        # recent headers) sees it expired.
+        if entry is not None:
+            entry.until = float("-inf")
 
 
 def plugin_token_handler(handler: PluginTokenHandler) -> TokenHandler:
@@ -305,6 +314,10 @@ class AuthService:
     ) -> None:
         self.plugin_id = plugin_id
         self._verifier = verifier
+        #: The clock the verifier's cache entries are timed by, and its size
+        #: (``0``: no cache).
+        self.clock: Clock = verifier._clock
+        self.cache_size: int = verifier._cache_size
         self._token_manager = token_manager
         self._plugin_tokens = plugin_tokens
         self._default_policy_disabled = default_policy_disabled
@@ -318,13 +331,20 @@ class AuthService:
         :raises NotAllowedError: 403, the token's access restrictions do not
             include this plugin.
         """
+        return self.authenticate_entry(token, allow_limited_access=allow_limited_access)[1]
+
+    def authenticate_entry(
+        self, token: str, *, allow_limited_access: bool = False
+    ) -> tuple[VerifiedEntry, Credentials]:
+        """:meth:`authenticate`, with the verifier's cache entry the credentials
+        came from (alive while ``clock() < entry.until``; revocation ends it)."""
         entry = self._verifier.entry(token)
         verified = entry.verified
         if verified.limited and not allow_limited_access:
             raise AuthenticationError("Illegal limited user token")
         credentials = entry.credentials.get(self.plugin_id)
         if credentials is not None:
-            return credentials
+            return entry, credentials
         if verified.audiences is not None and self.plugin_id not in verified.audiences:
             raise AuthenticationError("Failed plugin token verification")
         principal = verified.principal
@@ -343,7 +363,7 @@ class AuthService:
             all_access_restrictions=verified.restrictions,
         )
         entry.credentials[self.plugin_id] = credentials
-        return credentials
+        return entry, credentials
 
     def get_none_credentials(self) -> Credentials:
         return NONE_CREDENTIALS
