@@ -43,7 +43,9 @@ def app() -> Flask:
     AccessTokens(app)
     for plugin in ("catalog", "scaffolder"):
         blueprint = Blueprint(plugin, __name__, url_prefix=f"/api/{plugin}")
-        blueprint.add_url_rule("/me", "me", lambda: jsonify(get_credentials().to_dict()["principal"]))
+        blueprint.add_url_rule(
+            "/me", "me", lambda: jsonify(get_credentials().to_dict()["principal"])
+        )
         app.register_blueprint(blueprint)
     return app
 
