@@ -4,6 +4,7 @@ through the app's own verifier, and exactly why one is refused."""
 from __future__ import annotations
 
 import base64
+import threading
 import time
 import typing as t
 
@@ -22,14 +23,20 @@ from flask_backstage_auth.testing.tokens import (
     issue_access_token,
     issue_user_token,
 )
-from tests.conftest import new_secret
+from tests.conftest import free_port, new_secret
 
 STATIC = "example-catalog-reader-token"  # the README's static token
 KEYS_SECRET = new_secret()
 LEGACY_SECRET = new_secret()
 
 
-def full_app(*, development: bool = False, **settings: t.Any) -> Flask:
+def full_app(
+    *,
+    development: bool = False,
+    base_url: str = "http://localhost:7007",
+    auth_backend: bool = True,
+    **settings: t.Any,
+) -> Flask:
     """Every token kind: keys, a static and a legacy entry, AuthBackend, AccessTokens."""
     app = Flask("verify-token-app", static_folder=None)
     app.config.update(
@@ -37,7 +44,7 @@ def full_app(*, development: bool = False, **settings: t.Any) -> Flask:
         BACKSTAGE_AUTH_DEVELOPMENT=development,
         BACKSTAGE_CONFIG={
             "backend": {
-                "baseUrl": "http://localhost:7007",
+                "baseUrl": base_url,
                 "auth": {
                     "keys": [{"secret": KEYS_SECRET}],
                     "externalAccess": [
@@ -63,7 +70,8 @@ def full_app(*, development: bool = False, **settings: t.Any) -> Flask:
     db = SQLAlchemy()
     db.init_app(app)
     BackstageAuth(app, db=db)
-    AuthBackend(app)
+    if auth_backend:
+        AuthBackend(app)
     AccessTokens(app)
     create_backstage_tables(app)
     app.cli.add_command(cli)
@@ -192,6 +200,54 @@ def test_an_access_token(app: Flask, kind: t.Literal["service", "personal"]) -> 
     assert out["plugin scaffolder"].startswith("refused (403")
     assert result.exit_code == 1
     assert token not in result.output
+
+
+class _Served:
+    """An app on 127.0.0.1:``port``, for the JWKS another app fetches."""
+
+    def __init__(self, app: Flask, port: int) -> None:
+        from werkzeug.serving import make_server
+
+        self.server = make_server("127.0.0.1", port, app, threaded=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> _Served:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+
+def test_tokens_verified_with_another_apps_jwks() -> None:
+    """A user token of a remote auth backend, a plugin token of a remote plugin:
+    the keys come from their JWKS endpoints, over HTTP, as for the barrier."""
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    issuer = full_app(base_url=base_url)
+    here = full_app(base_url=base_url, auth_backend=False, BACKSTAGE_AUTH_JWKS_TIMEOUT=5)
+    user_token = issue_user_token(issuer, "user:default/remote")
+    search = BackstageAuth.state(issuer).auth("search")
+    plugin_token = search.get_plugin_request_token(
+        on_behalf_of=search.get_own_service_credentials(), target_plugin_id="catalog"
+    ).token
+    with _Served(issuer, port):
+        result = verify(here, user_token)
+        assert result.exit_code == 0, result.output
+        assert lines(result)["valid"] == "accepted by user token"
+        assert lines(result)["principal"] == "user user:default/remote"
+        result = verify(here, plugin_token)
+        assert result.exit_code == 0, result.output
+        assert lines(result)["principal"] == "service plugin:search"
+    # The same tokens, signed by keys the JWKS does not hold: refused by their handler.
+    other = full_app()
+    forged_user = issue_user_token(other, "user:default/remote")
+    with _Served(issuer, port):
+        result = verify(here, forged_user)
+    assert result.exit_code == 1
+    assert "(refused by user token)" in result.output.splitlines()[0]
 
 
 # -- refused -------------------------------------------------------------------------------
