@@ -324,3 +324,54 @@ def test_an_app_without_backstage_auth() -> None:
     result = verify(app, STATIC)
     assert result.exit_code == 1
     assert "no BackstageAuth" in result.output
+
+
+def test_a_failing_handler_is_named_and_fails_closed(app: Flask) -> None:
+    """A handler bug refuses the token (never accepts it), and says which handler."""
+
+    def broken(token: t.Any) -> None:
+        raise RuntimeError("boom")
+
+    BackstageAuth.register_token_handler(broken, stage="first-party", app=app, name="broken kind")
+    result = verify(app, STATIC)
+    assert result.exit_code == 1
+    assert "invalid: Illegal token (refused by broken kind)" in result.output
+
+
+def test_an_unavailable_service_is_not_a_verdict(app: Flask) -> None:
+    from flask_backstage_auth.errors import ServiceUnavailableError
+
+    def unavailable(token: t.Any) -> None:
+        raise ServiceUnavailableError("the key store database is unavailable")
+
+    BackstageAuth.register_token_handler(unavailable, stage="first-party", app=app)
+    result = verify(app, STATIC)
+    assert result.exit_code == 1
+    assert "could not verify: the key store database is unavailable" in result.output
+    assert "valid" not in result.output
+
+
+def test_an_unnamed_handler_is_named_by_its_qualname(app: Flask) -> None:
+    from flask_backstage_auth.auth.service import VerifiedToken
+    from flask_backstage_auth.credentials import ServicePrincipal
+
+    def house_tokens(token: t.Any) -> VerifiedToken | None:
+        if token.token != "house-token-123":
+            return None
+        return VerifiedToken(ServicePrincipal("house"))
+
+    BackstageAuth.register_token_handler(house_tokens, stage="late", app=app)
+    result = verify(app, "house-token-123")
+    assert result.exit_code == 0, result.output
+    assert "accepted by test_an_unnamed_handler_is_named_by_its_qualname.<locals>.house_tokens" in (
+        result.output
+    )
+    result = verify(app, "zzz")
+    assert "house_tokens" in lines(result)["tried"]
+
+
+def test_a_jws_of_another_algorithm_gets_a_hint(app: Flask) -> None:
+    token = jwt.encode({"sub": "x"}, "k" * 64, algorithm="HS512")
+    result = verify(app, token)
+    assert result.exit_code == 1
+    assert "hint: a JWS signed with 'HS512'" in result.output
