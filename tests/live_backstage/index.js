@@ -95,7 +95,11 @@ const livePolicyModule = createBackendModule({
 const FLASK_TARGETS = new Set(['app', 'search', 'techdocs', 'livecheck']);
 const SAFE_PATH = /^\/[A-Za-z0-9/_.?=&-]*$/;
 
-/** GET /api/nodeprobe/call?target=app&path=/whoami[&as=service] */
+/**
+ * GET /api/nodeprobe/whoami: the caller's principal, as this backend sees it.
+ * GET /api/nodeprobe/call?target=app&path=/whoami[&as=service]: calls a Flask
+ * plugin on behalf of the caller (or as nodeprobe itself) and reports its answer.
+ */
 const nodeprobePlugin = createBackendPlugin({
   pluginId: 'nodeprobe',
   register(env) {
@@ -108,6 +112,10 @@ const nodeprobePlugin = createBackendPlugin({
       },
       async init({ httpRouter, auth, httpAuth, discovery }) {
         const router = express.Router();
+        router.get('/whoami', async (req, res) => {
+          const credentials = await httpAuth.credentials(req, { allow: ['user', 'service'] });
+          res.json({ principal: credentials.principal });
+        });
         router.get('/call', async (req, res) => {
           const credentials = await httpAuth.credentials(req, { allow: ['user', 'service'] });
           const target = String(req.query.target ?? '');
