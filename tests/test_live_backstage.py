@@ -342,6 +342,56 @@ def test_a_conditional_decision_is_applied_to_flask_resources(live: Live) -> Non
     assert status == {"doc-public": 200, "doc-team": 200, "doc-secret": 403}
 
 
+def _authorize_on_node(live: Live, token: str, items: list[dict[str, t.Any]]) -> t.Any:
+    """POST /api/permission/authorize from Flask's search plugin, on behalf of the user."""
+    with live.app.test_request_context():
+        auth = BackstageAuth.state(live.app).auth("search")
+        session = plugin_session(
+            auth=auth, target_plugin_id="permission", on_behalf_of=auth.authenticate(token)
+        )
+        response = session.post(
+            f"{live.node.url}/api/permission/authorize", json={"items": items}, timeout=20
+        )
+    assert response.status_code == 200, response.text
+    return response.json()["items"]
+
+
+def test_the_permission_backend_decides_for_flask_and_applies_conditions_there(
+    live: Live,
+) -> None:
+    """The Node half of the permission proofs, with the library's plugin tokens only."""
+    token = live.node.guest_token()
+    basic = [
+        {"id": name, "permission": {"type": "basic", "name": name, "attributes": {}}}
+        for name in (RESTRICTED.name, OPEN.name)
+    ]
+    resource = {
+        "type": "resource",
+        "name": DOCUMENT_READ.name,
+        "attributes": {"action": "read"},
+        "resourceType": "livecheck-document",
+    }
+    by_ref = [{"id": name, "resourceRef": name, "permission": resource} for name in DOCUMENTS]
+    answers = _authorize_on_node(live, token, [*basic, *by_ref])
+    # The conditions were applied by the livecheck plugin's apply-conditions.
+    assert {a["id"]: a["result"] for a in answers} == {
+        RESTRICTED.name: "DENY",
+        OPEN.name: "ALLOW",
+        "doc-public": "ALLOW",
+        "doc-team": "ALLOW",
+        "doc-secret": "DENY",
+    }
+    # Without a resourceRef, the conditions come back for Flask to apply.
+    (conditional,) = _authorize_on_node(live, token, [{"id": "all", "permission": resource}])
+    assert conditional["result"] == "CONDITIONAL"
+    assert (conditional["pluginId"], conditional["resourceType"]) == (
+        "livecheck",
+        "livecheck-document",
+    )
+    visible = [n for n, d in DOCUMENTS.items() if _matches(conditional["conditions"], d)]
+    assert visible == ["doc-public", "doc-team"]
+
+
 def test_apply_conditions_is_refused_to_other_callers(live: Live) -> None:
     """Only the permission backend may ask the livecheck plugin to apply conditions."""
     token = live.node.guest_token()
