@@ -14,6 +14,7 @@ plugin tokens and user tokens cross between them: no shared secret.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -29,7 +30,7 @@ from flask.typing import ResponseReturnValue
 
 from flask_backstage_auth import BackstageAuth, ConfigError, get_credentials
 from flask_backstage_auth.client import plugin_session
-from flask_backstage_auth.errors import NotFoundError
+from flask_backstage_auth.errors import InputError, NotFoundError
 from flask_backstage_auth.permissions import create_permission
 from tests.conftest import LiveServer, free_port
 
@@ -192,25 +193,27 @@ def livecheck_plugin() -> Blueprint:
         caller = getattr(principal, "actor", None) or principal
         if getattr(caller, "subject", None) != "plugin:permission":
             raise NotFoundError("Not found")
-        items = (request.get_json(silent=True) or {}).get("items", [])
+        body = request.get_json(silent=True)
+        items = body.get("items") if isinstance(body, dict) else None
+        if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+            raise InputError("items must be a list of objects")
         answers = []
         for item in items:
-            refs = item["resourceRef"]
-            refs = refs if isinstance(refs, list) else [refs]
+            refs = item.get("resourceRef")
+            many = isinstance(refs, list)
+            conditions = item.get("conditions")
+            if not isinstance(item.get("id"), str) or not isinstance(conditions, dict):
+                raise InputError("each item needs an id and conditions")
             results = [
                 "ALLOW"
                 if item.get("resourceType") == "livecheck-document"
+                and isinstance(ref, str)
                 and ref in DOCUMENTS
-                and _matches(item["conditions"], DOCUMENTS[ref])
+                and _matches(conditions, DOCUMENTS[ref])
                 else "DENY"
-                for ref in refs
+                for ref in (refs if many else [refs])
             ]
-            answers.append(
-                {
-                    "id": item["id"],
-                    "result": results if isinstance(item["resourceRef"], list) else results[0],
-                }
-            )
+            answers.append({"id": item["id"], "result": results if many else results[0]})
         return jsonify({"items": answers})
 
     return bp
@@ -253,8 +256,8 @@ def _example_app(flask_url: str, node_url: str, database: Path, permissions: boo
 
 
 @pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> t.Iterator[Live]:
-    started = time.monotonic()
+def installed() -> None:
+    """The pinned packages in ``$BS_LIVE_DIR`` (a no-op when cached)."""
     subprocess.run(
         ["bash", str(HERE / "install.sh")],
         env=dict(os.environ, BS_LIVE_DIR=str(LIVE_DIR)),
@@ -262,7 +265,11 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> t.Iterator[Live]:
         timeout=INSTALL_TIMEOUT,
         stdin=subprocess.DEVNULL,
     )
-    folder = tmp_path_factory.mktemp("live-backstage")
+
+
+@contextlib.contextmanager
+def live_pair(folder: Path) -> t.Iterator[Live]:
+    """The example app and a Backstage backend of its own, each pointing at the other."""
     flask = LiveServer(None)
     node = NodeBackend(free_port(), flask.url, folder / "backstage.log")
     try:
@@ -276,11 +283,16 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> t.Iterator[Live]:
     flask.server.app = app
     with flask:
         node.start()
-        print(f"live Backstage backend up in {time.monotonic() - started:.1f}s")
         try:
             yield Live(node, flask, app, remote_permissions)
         finally:
             node.stop()
+
+
+@pytest.fixture(scope="module")
+def live(installed: None, tmp_path_factory: pytest.TempPathFactory) -> t.Iterator[Live]:
+    with live_pair(tmp_path_factory.mktemp("live-backstage")) as pair:
+        yield pair
 
 
 def _get(url: str, token: str | None = None) -> requests.Response:
@@ -304,6 +316,22 @@ def test_flask_refuses_what_node_did_not_sign(live: Live) -> None:
         assert response.status_code == 401, (bad, response.text)
         assert response.json()["error"]["name"] == "AuthenticationError"
         assert token not in response.text
+
+
+def test_flask_refuses_a_user_token_from_another_key_with_nodes_kid(live: Live) -> None:
+    """The next try: Node's header and claims, signed by a key of the attacker."""
+    import jwt
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    token = live.node.guest_token()
+    header = jwt.get_unverified_header(token)
+    claims = jwt.decode(token, options={"verify_signature": False})
+    forged = jwt.encode(
+        claims, ec.generate_private_key(ec.SECP256R1()), algorithm="ES256", headers=header
+    )
+    response = _get(f"{live.flask.url}/api/livecheck/me", forged)
+    assert response.status_code == 401, response.text
+    assert _get(f"{live.flask.url}/api/livecheck/me", token).status_code == 200
 
 
 @pytest.mark.xfail(strict=False, reason=USERINFO_PENDING)
@@ -480,14 +508,19 @@ def test_a_node_plugin_calls_flask(live: Live) -> None:
 
 
 @pytest.mark.xfail(strict=False, reason=ROTATION_PENDING)
-def test_a_restarted_backends_new_keys_are_accepted_at_once(live: Live) -> None:
-    before = live.node.guest_token()
-    assert _get(f"{live.flask.url}/api/livecheck/me", before).status_code == 200
-    assert _node_calls_flask(live, before).json()["status"] == 200
-    live.node.restart()  # in-memory key stores: new user and plugin keys
-    after = live.node.guest_token()
-    assert after.split(".")[0] != before.split(".")[0]  # another kid
-    first_try = _get(f"{live.flask.url}/api/livecheck/me", after)
-    assert first_try.status_code == 200, first_try.text
-    called = _node_calls_flask(live, after)
-    assert called.json()["status"] == 200, called.text
+def test_a_restarted_backends_new_keys_are_accepted_at_once(
+    installed: None, tmp_path: Path
+) -> None:
+    # A pair of its own: the shared backend keeps its keys for the other tests.
+    with live_pair(tmp_path) as own:
+        before = own.node.guest_token()
+        assert _get(f"{own.flask.url}/api/livecheck/me", before).status_code == 200
+        assert _node_calls_flask(own, before).json()["status"] == 200
+        own.node.restart()  # in-memory key stores: new user and plugin keys
+        after = own.node.guest_token()
+        assert after.split(".")[0] != before.split(".")[0]  # another kid
+        first_try = {
+            "user token": _get(f"{own.flask.url}/api/livecheck/me", after).status_code,
+            "plugin token": _node_calls_flask(own, after).json()["status"],
+        }
+        assert first_try == {"user token": 200, "plugin token": 200}
