@@ -12,8 +12,8 @@ guest provider, in development).
 A plugin that ``discovery.endpoints`` places on another backend (``auth``,
 ``catalog``, ``permission``: a Backstage backend of the organisation) is not
 served here: user tokens are then verified with that ``auth`` plugin's keys,
-and with ``permission`` elsewhere no local policy is installed, so that the
-permissions service asks the permission backend.
+and with ``permission`` elsewhere no local policy is installed: the
+decisions are the permission backend's.
 """
 
 from __future__ import annotations
