@@ -371,9 +371,9 @@ def test_a_conditional_decision_is_applied_to_flask_resources(live: Live) -> Non
 
 
 def _authorize_on_node(live: Live, token: str, items: list[dict[str, t.Any]]) -> t.Any:
-    """POST /api/permission/authorize from Flask's search plugin, on behalf of the user."""
+    """POST /api/permission/authorize from the livecheck plugin, on behalf of the user."""
     with live.app.test_request_context():
-        auth = BackstageAuth.state(live.app).auth("search")
+        auth = BackstageAuth.state(live.app).auth("livecheck")
         session = plugin_session(
             auth=auth, target_plugin_id="permission", on_behalf_of=auth.authenticate(token)
         )
