@@ -36,7 +36,7 @@ from tests.conftest import LiveServer, free_port
 
 HERE = Path(__file__).parent / "live_backstage"
 LIVE_DIR = Path(os.environ.get("BS_LIVE_DIR", "/tmp/bs-live"))
-INSTALL_TIMEOUT = 600  # seconds; a cold install takes about 1.5 minutes here
+INSTALL_TIMEOUT = 600  # seconds; a cold install took 1.5 to 4 minutes here
 START_TIMEOUT = 120  # seconds until the backend serves the guest with its catalog groups
 GUEST = "user:development/guest"
 TEAM = "group:default/team-live"
