@@ -6,6 +6,11 @@ set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 DIR="${BS_LIVE_DIR:-/tmp/bs-live}"
 mkdir -p "$DIR"
+# One install at a time (two suites may share the folder).
+if command -v flock >/dev/null; then
+  exec 9>"$DIR/.lock"
+  flock -w 900 9
+fi
 stamp="$(sha256sum "$HERE/package.json" | cut -d' ' -f1) node-$(node --version)"
 if [ -d "$DIR/node_modules" ] && [ "$(cat "$DIR/.installed" 2>/dev/null)" = "$stamp" ]; then
   echo "live-backstage: packages already installed in $DIR" >&2
