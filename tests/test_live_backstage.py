@@ -134,20 +134,32 @@ DOCUMENT_READ = create_permission(
 )
 
 
-def _matches(criteria: t.Mapping[str, t.Any], document: t.Mapping[str, t.Any]) -> bool:
-    """The livecheck plugin's permission rules over Backstage's criteria shape."""
-    if "allOf" in criteria:
-        return all(_matches(c, document) for c in criteria["allOf"])
-    if "anyOf" in criteria:
-        return any(_matches(c, document) for c in criteria["anyOf"])
+def _matches(criteria: object, document: t.Mapping[str, t.Any]) -> bool:
+    """The livecheck plugin's permission rules over Backstage's criteria shape.
+
+    :raises InputError: malformed criteria or an unknown rule (never a guess:
+        under ``not``, a guess would allow).
+    """
+    if not isinstance(criteria, dict):
+        raise InputError("criteria must be objects")
+    for key, combine in (("allOf", all), ("anyOf", any)):
+        if key in criteria:
+            if not isinstance(criteria[key], list) or not criteria[key]:
+                raise InputError(f"{key} must be a non-empty list")
+            return combine([_matches(c, document) for c in criteria[key]])
     if "not" in criteria:
         return not _matches(criteria["not"], document)
-    params = criteria.get("params", {})
-    if criteria.get("rule") == "HAS_TAG":
-        return params.get("tag") in document["tags"]
-    if criteria.get("rule") == "IS_OWNED_BY":
-        return document["owner"] in params.get("owners", [])
-    return False  # an unknown rule allows nothing
+    params = criteria.get("params")
+    rule = criteria.get("rule")
+    if rule == "HAS_TAG" and isinstance(params, dict) and isinstance(params.get("tag"), str):
+        return params["tag"] in document["tags"]
+    if (
+        rule == "IS_OWNED_BY"
+        and isinstance(params, dict)
+        and isinstance(params.get("owners"), list)
+    ):
+        return document["owner"] in params["owners"]
+    raise InputError("unknown rule or bad params")
 
 
 def livecheck_plugin() -> Blueprint:
@@ -160,7 +172,7 @@ def livecheck_plugin() -> Blueprint:
 
     @bp.get("/userinfo")
     def userinfo() -> ResponseReturnValue:
-        info = ext.user_info.get_user_info(get_credentials())  # type: ignore[attr-defined]
+        info = ext.user_info.get_user_info(get_credentials())
         return jsonify(
             {
                 "userEntityRef": info.user_entity_ref,
@@ -439,6 +451,21 @@ def test_apply_conditions_is_refused_to_other_callers(live: Live) -> None:
         url, json=body, headers={"Authorization": f"Bearer {token}"}, timeout=20
     )
     assert as_user.status_code == 404
+
+
+@pytest.mark.parametrize(
+    "criteria",
+    [
+        {"not": {"rule": "NO_SUCH_RULE", "params": {}}},
+        {"not": {"rule": "IS_OWNED_BY", "params": {"owners": TEAM}}},  # a string, not a list
+        {"anyOf": []},
+        {"rule": "HAS_TAG", "params": "public"},
+        ["HAS_TAG"],
+    ],
+)
+def test_malformed_conditions_are_refused_not_guessed(criteria: object) -> None:
+    with pytest.raises(InputError):
+        _matches(criteria, DOCUMENTS["doc-team"])
 
 
 def test_flask_calls_the_node_catalog_on_behalf_of_the_user(live: Live) -> None:

@@ -9,7 +9,7 @@ mkdir -p "$DIR"
 # One install at a time (two suites may share the folder).
 if command -v flock >/dev/null; then
   exec 9>"$DIR/.lock"
-  flock -w 900 9
+  flock -w 600 9
 fi
 stamp="$(sha256sum "$HERE/package.json" | cut -d' ' -f1) node-$(node --version)"
 if [ -d "$DIR/node_modules" ] && [ "$(cat "$DIR/.installed" 2>/dev/null)" = "$stamp" ]; then
