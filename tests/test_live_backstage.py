@@ -244,8 +244,8 @@ def _example_app(flask_url: str, node_url: str, database: Path, permissions: boo
     app = create_app(
         {
             "TESTING": True,
-            # The production default (TESTING would make it 0): the rotation
-            # proof must hold with it.
+            # The default, stated: the rotation proof must hold with it (an
+            # unknown kid refetches a key set at most once per cooldown).
             "BACKSTAGE_AUTH_JWKS_COOLDOWN": 30,
             "SQLALCHEMY_DATABASE_URI": f"sqlite:///{database}",
             "BACKSTAGE_CONFIG": {
