@@ -21,13 +21,12 @@ One concern per module:
 
 from __future__ import annotations
 
-from flask_backstage_auth.credentials import (
-    PERMISSION_ACTIONS,
-    Credentials,
-    Principal,
-    ServicePrincipal,
-    UserPrincipal,
-)
+# Importable from here as before; documented in flask_backstage_auth.credentials.
+from flask_backstage_auth.credentials import PERMISSION_ACTIONS as PERMISSION_ACTIONS
+from flask_backstage_auth.credentials import Credentials as Credentials
+from flask_backstage_auth.credentials import Principal as Principal
+from flask_backstage_auth.credentials import ServicePrincipal as ServicePrincipal
+from flask_backstage_auth.credentials import UserPrincipal as UserPrincipal
 from flask_backstage_auth.permissions.conditions import (
     MAX_CRITERIA_DEPTH,
     ConditionExports,
@@ -82,12 +81,10 @@ __all__ = [
     "MAX_CRITERIA_DEPTH",
     "NOOP_TOKEN_MANAGER_MESSAGE",
     "NO_POLICY_MESSAGE",
-    "PERMISSION_ACTIONS",
     "AllowAllPolicy",
     "AuthorizeResult",
     "ConditionExports",
     "ConditionalPolicyDecision",
-    "Credentials",
     "DenyAllPolicy",
     "LocalPolicyEvaluator",
     "NotImplementedBackstageError",
@@ -105,10 +102,7 @@ __all__ = [
     "PermissionsService",
     "PolicyDecision",
     "PolicyQuery",
-    "Principal",
     "QueryDecision",
-    "ServicePrincipal",
-    "UserPrincipal",
     "apply_conditions",
     "create_condition_exports",
     "create_condition_filter",
