@@ -389,3 +389,46 @@ def test_registration_errors() -> None:
         registry.add_permission_rules([IS_OWNER])
     with pytest.raises(ValueError, match="not 'other'"):
         registry.add_resource_type("other", rules=[IS_API])
+
+
+def test_a_failing_rule_or_loader_is_a_json_500(
+    app: Flask, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(entity: t.Any, params: t.Mapping[str, t.Any]) -> bool:
+        raise RuntimeError("secret detail")
+
+    registry = BackstageAuth.state(app).permission_integrations.get("search")
+    registry.add_resource_type(
+        "search-doc",
+        get_resources=lambda refs: [{} for _ in refs],
+        rules=[
+            create_permission_rule(
+                name="BROKEN",
+                description="",
+                resource_type="search-doc",
+                apply=broken,
+                to_query=str,
+            )
+        ],
+    )
+    reply = app.test_client().post(
+        "/api/search/.well-known/backstage/permissions/apply-conditions",
+        json={
+            "items": [
+                {
+                    "id": "1",
+                    "resourceRef": "x",
+                    "resourceType": "search-doc",
+                    "conditions": {"not": {"rule": "BROKEN", "resourceType": "search-doc"}},
+                }
+            ]
+        },
+        headers=service(app, target="search"),
+    )
+    assert reply.status_code == 500
+    assert reply.get_json()["error"] == {
+        "name": "Error",
+        "message": "Failed to apply permission conditions",
+    }
+    assert "secret detail" not in reply.get_data(as_text=True)
+    assert "Applying permission conditions for 'search' failed" in caplog.text

@@ -29,12 +29,13 @@ after ``init_app``, without touching the app's URL map.
 from __future__ import annotations
 
 import json
+import logging
 import typing as t
 
 from flask import Request, Response, jsonify
 
 from flask_backstage_auth.credentials import ServicePrincipal, UserPrincipal
-from flask_backstage_auth.errors import InputError, NotAllowedError
+from flask_backstage_auth.errors import BackstageError, InputError, NotAllowedError
 from flask_backstage_auth.router.paths import is_trustworthy_request_path, routing_path
 from flask_backstage_auth.router.safety import bound_request_body, no_store, read_request_body
 
@@ -42,6 +43,8 @@ if t.TYPE_CHECKING:  # pragma: no cover
     from flask_backstage_auth.auth.service import AuthService
     from flask_backstage_auth.http_auth.service import HttpAuthService
     from flask_backstage_auth.permissions.integration import PermissionIntegration
+
+logger = logging.getLogger(__name__)
 
 INTEGRATION_PATH = "/.backstage/auth/v1/"
 #: Where a plugin's permission integration is served (Backstage's path).
@@ -151,4 +154,10 @@ class PluginEndpoints:
             document = json.loads(body)
         except (ValueError, RecursionError):
             raise InputError("Invalid request: the body is not JSON") from None
-        return jsonify(integration.apply_conditions(document))
+        try:
+            return jsonify(integration.apply_conditions(document))
+        except BackstageError:
+            raise
+        except Exception:  # a plugin's loader or rule failed: no decision, no traceback
+            logger.exception("Applying permission conditions for %r failed", plugin_id)
+            raise BackstageError("Failed to apply permission conditions") from None
