@@ -479,3 +479,61 @@ def test_a_backend_that_is_down_is_a_503() -> None:
         "name": "ServiceUnavailableError",
         "message": "The permission backend could not be reached",
     }
+
+
+def test_the_remote_client_imports_requests_only_when_it_calls() -> None:
+    import subprocess
+    import sys
+    import textwrap
+
+    probe = textwrap.dedent(
+        """
+        import sys
+        from flask import Flask
+        from flask_backstage_auth import BackstageAuth
+        app = Flask("lean", static_folder=None)
+        app.config["BACKSTAGE_CONFIG"] = {
+            "backend": {"auth": {"keys": [{"secret": "a-test-secret-of-enough-length-0123456789"}]}},
+            "permission": {"enabled": True},
+        }
+        auth = BackstageAuth(app)
+        with app.app_context():
+            assert auth.permissions.remote
+        print("requests" in sys.modules)
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert result.stdout.strip() == "False"
+
+
+def test_a_backend_that_trickles_its_answer_is_cut_at_the_deadline() -> None:
+    """Each byte arrives in time for a read timeout; the whole call still has one deadline."""
+    import time
+
+    def trickle(environ: dict[str, t.Any], start_response: t.Any) -> t.Iterator[bytes]:
+        start_response("200 OK", [("Content-Type", "application/json")])
+        for byte in b'{"items": []}' + b" " * 100:
+            time.sleep(0.05)
+            yield bytes([byte])
+
+    backend, own = LiveServer(trickle), LiveServer(None)
+    catalog = catalog_app({"permission": f"{backend.url}/api/permission"}, own.url)
+    own.server.app = catalog
+    client = BackstageAuth.state(catalog).permissions.client
+    assert client is not None
+    client.timeout = 0.5
+    import requests
+
+    with backend, own:
+        started = time.monotonic()
+        reply = requests.get(
+            f"{own.url}/api/catalog/check/catalog.entity.create",
+            headers=user_headers(catalog),
+            timeout=15,
+        )
+        elapsed = time.monotonic() - started
+    assert reply.status_code == 503
+    assert reply.json()["error"]["message"] == "The permission backend did not answer in time"
+    assert elapsed < 3
