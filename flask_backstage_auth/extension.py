@@ -27,6 +27,7 @@ from flask_backstage_auth.http_auth.memo import established
 from flask_backstage_auth.http_auth.service import HttpAuthService
 from flask_backstage_auth.legacy.token_manager import TokenManager
 from flask_backstage_auth.permissions import PermissionPolicy, PermissionsService
+from flask_backstage_auth.permissions.integration import PermissionIntegration
 from flask_backstage_auth.router.policies import AuthPolicy
 from flask_backstage_auth.router.policies import add_auth_policy as attach_auth_policy
 
@@ -137,6 +138,14 @@ class BackstageAuth:
     def permissions(self) -> PermissionsService:
         """The permissions service of the current app."""
         return self.state().permissions
+
+    def permissions_registry(
+        self, plugin_id: str | None = None, *, app: Flask | None = None
+    ) -> PermissionIntegration:
+        """The permission integration of a plugin (default: the current request's),
+        Backstage's ``permissionsRegistry``: its permissions, resource types and
+        rules, served at ``/api/<plugin>/.well-known/backstage/permissions/``."""
+        return self.state(app).permission_integrations.get(plugin_id or _current_plugin_id())
 
     @property
     def token_manager(self) -> TokenManager:
