@@ -45,7 +45,9 @@ class CredentialsBarrier:
         """
         req: Request = request._get_current_object()  # type: ignore[attr-defined]
         environ = req.environ
-        integration = is_integration_path(environ.get("PATH_INFO", ""))
+        path = environ.get("PATH_INFO", "")
+        # Both kinds of per-plugin endpoint start with "/.": one scan for most requests.
+        integration = "/." in path and is_integration_path(path)
         if integration:
             served = self._endpoints.before_barrier(req)
             if served is not None:
