@@ -212,13 +212,16 @@ _NAMES = {
 def as_backstage_error(error: HTTPException) -> BackstageError:
     """``error`` in Backstage's JSON shape (a :class:`BackstageError` stays as it is).
 
-    A 500 says ``Internal server error`` and nothing of its cause.
+    A 500 says ``Internal server error`` and nothing of its cause; a
+    redirect says its name, not its target.
     """
     if isinstance(error, BackstageError):
         return error
     code = error.code or 500
     if code == 500 or isinstance(error, InternalServerError):
         message = "Internal server error"
+    elif code < 400:
+        message = error.name  # a redirect's description is its URL, query string and all
     else:
         message = error.description or error.name
     converted = HttpError(message, code, _NAMES.get(code, "Error"))

@@ -41,6 +41,9 @@ DEFAULTS: dict[str, t.Any] = {
     "BACKSTAGE_AUTH_DATABASE_URI": None,
     # SameSite of the backstage-auth cookie: "Lax" (ours), "Strict" or "None" (Backstage's).
     "BACKSTAGE_AUTH_COOKIE_SAMESITE": "Lax",
+    # Every HTTP error of the app (404, 405, 500, routing redirects) in
+    # Backstage's JSON shape, not only the library's own.
+    "BACKSTAGE_AUTH_JSON_ERRORS": False,
 }
 
 
@@ -68,6 +71,7 @@ class Settings:
     jwks_fetch_budget: float
     plugin_prefix: str
     cookie_samesite: str
+    json_errors: bool
 
     @classmethod
     def from_app(cls, app: Flask) -> Settings:
@@ -100,4 +104,5 @@ class Settings:
             jwks_fetch_budget=_number(app, "BACKSTAGE_AUTH_JWKS_FETCH_BUDGET", 0),
             plugin_prefix=prefix.rstrip("/"),
             cookie_samesite=samesite,
+            json_errors=bool(app.config["BACKSTAGE_AUTH_JSON_ERRORS"]),
         )
