@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from flask import Flask
 
+from flask_backstage_auth.config.unknown_keys import warn_unknown_settings
 from flask_backstage_auth.errors import ConfigError
 
 #: Every setting and its default; ``init_app`` fills them in with ``setdefault``.
@@ -75,6 +76,7 @@ class Settings:
 
     @classmethod
     def from_app(cls, app: Flask) -> Settings:
+        warn_unknown_settings(app.config, DEFAULTS)
         for key, value in DEFAULTS.items():
             app.config.setdefault(key, value)
         development = app.config["BACKSTAGE_AUTH_DEVELOPMENT"]
