@@ -25,13 +25,12 @@ from pathlib import Path
 
 from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
-from werkzeug.exceptions import HTTPException
 
 from example_app.environment import make_create_env
 from example_app.permission_policy import ExamplePolicy
 from example_app.plugins import app as app_plugin
 from example_app.plugins import catalog, search, techdocs
-from flask_backstage_auth import AuthBackend, BackstageAuth, BackstageError, ConfigError
+from flask_backstage_auth import AuthBackend, BackstageAuth, ConfigError
 from flask_backstage_auth.access_tokens.extension import AccessTokens
 from flask_backstage_auth.clock import Clock
 from flask_backstage_auth.config import CONFIG_KEY, ConfigReader, load_app_config
@@ -47,21 +46,6 @@ def _config_files() -> list[str]:
     if named:
         return [p for p in named.split(os.pathsep) if p]
     return [str(DEFAULT_CONFIG)]
-
-
-class _GenericHTTPError(BackstageError):
-    """Werkzeug's own errors (404, 405, 500), in Backstage's JSON shape."""
-
-
-def _json_http_error(error: HTTPException) -> t.Any:
-    if isinstance(error, BackstageError):
-        return error
-    generic = _GenericHTTPError(error.description or error.name)
-    generic.code = error.code or 500
-    generic.error_name = {404: "NotFoundError", 405: "InputError"}.get(generic.code, "Error")
-    if generic.code >= 500:
-        generic.description = "Internal server error"
-    return generic
 
 
 def _database_url(app: Flask, config: ConfigReader) -> str:
@@ -90,6 +74,8 @@ def create_app(config: t.Mapping[str, t.Any] | None = None, *, clock: Clock = ti
     :param clock: the time source of token verification (for tests).
     """
     app = Flask(__name__)
+    # Every error of the app (404, 405, 500...) in Backstage's JSON shape.
+    app.config["BACKSTAGE_AUTH_JSON_ERRORS"] = True
     files = _config_files()
     app.config[CONFIG_KEY] = load_app_config(*files)
     app.config["EXAMPLE_CONFIG_DIR"] = str(Path(files[-1]).resolve().parent)
@@ -132,5 +118,4 @@ def create_app(config: t.Mapping[str, t.Any] | None = None, *, clock: Clock = ti
     app.register_blueprint(search.create_plugin(create_env("search")))
     app.register_blueprint(techdocs.create_plugin(create_env("techdocs"), docs_dir))
     app.register_blueprint(app_plugin.create_plugin(create_env("app")))
-    app.register_error_handler(HTTPException, _json_http_error)
     return app

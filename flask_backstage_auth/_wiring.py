@@ -37,6 +37,7 @@ from flask_backstage_auth.auth.user.handler import UserTokenHandler
 from flask_backstage_auth.clock import Clock
 from flask_backstage_auth.config.reader import CONFIG_KEY, ConfigReader
 from flask_backstage_auth.config.settings import Settings
+from flask_backstage_auth.config.unknown_keys import warn_unknown_auth_keys
 from flask_backstage_auth.credentials import Credentials
 from flask_backstage_auth.discovery import HostDiscovery
 from flask_backstage_auth.http_auth.service import CookieSettings, HttpAuthService
@@ -202,6 +203,7 @@ def build_state(app: Flask, options: Options) -> BackstageAuthState:
     clock = options.clock
     database = database_service(app, options.db)
     config = ConfigReader(app.config.get(CONFIG_KEY) or {}, "")
+    warn_unknown_auth_keys(config)
     default_policy_disabled = config.get_bool("backend.auth.dangerouslyDisableDefaultAuthPolicy")
     token_manager = options.token_manager
     if token_manager is None:

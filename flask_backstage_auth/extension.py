@@ -28,6 +28,7 @@ from flask_backstage_auth.http_auth.service import HttpAuthService
 from flask_backstage_auth.legacy.token_manager import TokenManager
 from flask_backstage_auth.permissions import PermissionPolicy, PermissionsService
 from flask_backstage_auth.permissions.integration import PermissionIntegration
+from flask_backstage_auth.router.json_errors import install_json_errors
 from flask_backstage_auth.router.policies import AuthPolicy
 from flask_backstage_auth.router.policies import add_auth_policy as attach_auth_policy
 
@@ -85,6 +86,8 @@ class BackstageAuth:
         app.extensions[EXTENSION_KEY] = state
         # First, so that no other before_request hook runs for a refused request.
         app.before_request_funcs.setdefault(None, []).insert(0, state.barrier.check)
+        if state.settings.json_errors:
+            install_json_errors(app)
 
     @staticmethod
     def state(app: Flask | None = None) -> BackstageAuthState:

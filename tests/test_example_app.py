@@ -571,3 +571,14 @@ def test_plugins_placed_on_another_backend_are_not_served_here() -> None:
     token = home.test_client().post("/api/auth/guest/refresh").get_json()["backstageIdentity"]
     response = client.get("/api/app/whoami", headers={"Authorization": f"Bearer {token['token']}"})
     assert response.status_code == 401
+
+
+def test_every_error_is_json_by_the_one_setting(
+    client: FlaskClient, auth_headers: dict[str, str]
+) -> None:
+    assert client.application.config["BACKSTAGE_AUTH_JSON_ERRORS"] is True
+    missing = client.get("/api/catalog/no-such-route", headers=auth_headers)
+    assert (missing.status_code, missing.get_json()["error"]["name"]) == (404, "NotFoundError")
+    assert missing.get_json()["request"] == {"method": "GET", "url": "/no-such-route"}
+    wrong = client.delete("/api/app/health", headers=auth_headers)
+    assert (wrong.status_code, wrong.get_json()["response"]) == (405, {"statusCode": 405})

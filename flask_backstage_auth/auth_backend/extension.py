@@ -42,6 +42,7 @@ from dataclasses import dataclass
 import jwt
 from flask import Blueprint, Flask, Response, current_app, jsonify
 from jwt.algorithms import ECAlgorithm
+from werkzeug.exceptions import NotImplemented as WerkzeugNotImplemented
 
 from flask_backstage_auth.auth.key_sets import LocalKeySet
 from flask_backstage_auth.auth.plugin.keys import (
@@ -98,7 +99,7 @@ _DURATION_UNITS: dict[str, float] = {
 }
 
 
-class NotImplementedHttpError(BackstageError):
+class NotImplementedHttpError(BackstageError, WerkzeugNotImplemented):
     """501: Backstage's ``NotImplementedError``."""
 
     code = 501

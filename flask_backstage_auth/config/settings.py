@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from flask import Flask
 
+from flask_backstage_auth.config.unknown_keys import warn_unknown_settings
 from flask_backstage_auth.errors import ConfigError
 
 #: Every setting and its default; ``init_app`` fills them in with ``setdefault``.
@@ -41,6 +42,9 @@ DEFAULTS: dict[str, t.Any] = {
     "BACKSTAGE_AUTH_DATABASE_URI": None,
     # SameSite of the backstage-auth cookie: "Lax" (ours), "Strict" or "None" (Backstage's).
     "BACKSTAGE_AUTH_COOKIE_SAMESITE": "Lax",
+    # Every HTTP error of the app (404, 405, 500, routing redirects) in
+    # Backstage's JSON shape, not only the library's own.
+    "BACKSTAGE_AUTH_JSON_ERRORS": False,
 }
 
 
@@ -68,9 +72,11 @@ class Settings:
     jwks_fetch_budget: float
     plugin_prefix: str
     cookie_samesite: str
+    json_errors: bool
 
     @classmethod
     def from_app(cls, app: Flask) -> Settings:
+        warn_unknown_settings(app.config, DEFAULTS)
         for key, value in DEFAULTS.items():
             app.config.setdefault(key, value)
         development = app.config["BACKSTAGE_AUTH_DEVELOPMENT"]
@@ -100,4 +106,5 @@ class Settings:
             jwks_fetch_budget=_number(app, "BACKSTAGE_AUTH_JWKS_FETCH_BUDGET", 0),
             plugin_prefix=prefix.rstrip("/"),
             cookie_samesite=samesite,
+            json_errors=bool(app.config["BACKSTAGE_AUTH_JSON_ERRORS"]),
         )

@@ -14,7 +14,7 @@ import typing as t
 from flask import Request, request
 from flask.typing import ResponseReturnValue
 
-from flask_backstage_auth.errors import AuthenticationError, BackstageError
+from flask_backstage_auth.errors import PLUGIN_MOUNT_KEY, AuthenticationError, BackstageError
 from flask_backstage_auth.http_auth.memo import ESTABLISHED_KEY
 from flask_backstage_auth.router.integration import PluginEndpoints, is_integration_path
 from flask_backstage_auth.router.routes import UNAUTHENTICATED, USER_COOKIE, RouteTable
@@ -58,6 +58,8 @@ class CredentialsBarrier:
         ):
             try:
                 route = self.routes.route(req)
+                if route.mount:
+                    environ[PLUGIN_MOUNT_KEY] = route.mount
                 policy = route.policy(req) if route.view_allow or route.policies else None
                 if policy != UNAUTHENTICATED:
                     # Written here rather than through memo.establish(): this
