@@ -45,6 +45,12 @@ from flask_backstage_auth.router.barrier import CredentialsBarrier
 from flask_backstage_auth.router.integration import PluginEndpoints
 from flask_backstage_auth.router.policies import AuthPolicy
 from flask_backstage_auth.router.routes import RouteTable
+from flask_backstage_auth.user_info import (
+    CachedUserInfoService,
+    DefaultUserInfoService,
+    UserInfoClient,
+    UserInfoService,
+)
 
 if t.TYPE_CHECKING:  # pragma: no cover
     from flask_sqlalchemy import SQLAlchemy
@@ -157,6 +163,8 @@ class BackstageAuthState:
     plugin_tokens: PluginTokenHandler
     verifier: TokenVerifier
     permissions: PermissionsService
+    #: Who a user is and what they own (``ent``, else the auth backend's userinfo).
+    user_info: UserInfoService
     plugins: PluginServices
     barrier: CredentialsBarrier
 
@@ -208,6 +216,7 @@ def build_state(app: Flask, options: Options) -> BackstageAuthState:
     permissions = PermissionsService.from_config(
         config, policy=options.permission_policy, token_manager=token_manager
     )
+    user_info = user_info_service(discovery, settings, clock)
     plugins = PluginServices(
         verifier,
         token_manager,
@@ -243,6 +252,7 @@ def build_state(app: Flask, options: Options) -> BackstageAuthState:
         plugin_tokens=plugin_tokens,
         verifier=verifier,
         permissions=permissions,
+        user_info=user_info,
         plugins=plugins,
         barrier=barrier,
     )
@@ -376,6 +386,19 @@ def user_token_service(
         ),
         clock=clock,
         leeway=settings.leeway,
+    )
+
+
+def user_info_service(
+    discovery: HostDiscovery, settings: Settings, clock: Clock
+) -> CachedUserInfoService:
+    """Backstage's ``userInfoServiceFactory``: the ``ent`` claim, else the auth
+    backend's ``/v1/userinfo``, each answer cached for 5 seconds per token."""
+    client = UserInfoClient(discovery, timeout=settings.user_info_timeout)
+    return CachedUserInfoService(
+        DefaultUserInfoService(client, accept_mock_tokens=settings.accept_mock_tokens),
+        wait=settings.user_info_timeout,
+        clock=clock,
     )
 
 

@@ -29,6 +29,7 @@ from flask_backstage_auth.legacy.token_manager import TokenManager
 from flask_backstage_auth.permissions import PermissionPolicy, PermissionsService
 from flask_backstage_auth.router.policies import AuthPolicy
 from flask_backstage_auth.router.policies import add_auth_policy as attach_auth_policy
+from flask_backstage_auth.user_info import UserInfoService
 
 if t.TYPE_CHECKING:  # pragma: no cover
     from flask_sqlalchemy import SQLAlchemy
@@ -132,6 +133,11 @@ class BackstageAuth:
     def permissions(self) -> PermissionsService:
         """The permissions service of the current app."""
         return self.state().permissions
+
+    @property
+    def user_info(self) -> UserInfoService:
+        """The ``user_info`` service of the current app: who a user is and what they own."""
+        return self.state().user_info
 
     @property
     def token_manager(self) -> TokenManager:
