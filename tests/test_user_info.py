@@ -637,3 +637,77 @@ def test_mock_user_tokens_own_themselves_in_tests_only() -> None:
     plain = DefaultUserInfoService(UserInfoClient(HostDiscovery("http://127.0.0.1:1")))
     with pytest.raises(NotAllowedError):
         plain.get_user_info(credentials)
+
+
+# -- the legacy bridge ------------------------------------------------------------------
+
+
+def test_legacy_user_info_compat_asks_the_auth_backend(deployment: Deployment) -> None:
+    from flask_backstage_auth.legacy.adapters import UserInfoCompat, create_legacy_auth_adapters
+
+    state = BackstageAuth.state(deployment.plugin_app)
+    credentials = deployment.credentials(deployment.sign_in())
+    expected = BackstageUserInfo(ALICE, (ALICE, TEAM))
+    assert UserInfoCompat(state.discovery).get_user_info(credentials) == expected
+    adapters = create_legacy_auth_adapters(
+        token_manager=state.token_manager, discovery=state.discovery
+    )
+    assert adapters.user_info.get_user_info(credentials) == expected
+    assert deployment.counting.userinfo_calls == 2  # the compat service has no cache
+
+
+def test_legacy_identity_carries_ownership_from_user_info(deployment: Deployment) -> None:
+    from werkzeug.test import EnvironBuilder
+    from werkzeug.wrappers import Request
+
+    from flask_backstage_auth.legacy.adapters import identity_from_auth
+
+    state = BackstageAuth.state(deployment.plugin_app)
+    token = deployment.sign_in()
+    builder = EnvironBuilder(headers={"Authorization": f"Bearer {token}"})
+    request = Request(builder.get_environ())
+    with deployment.plugin_app.app_context():
+        plain = identity_from_auth(state.auth("old")).get_identity(request)
+        full = identity_from_auth(state.auth("old"), user_info=state.user_info).get_identity(
+            request
+        )
+    assert plain is not None and plain.ownership_entity_refs == ()
+    assert full is not None and full.ownership_entity_refs == (ALICE, TEAM)
+    assert full.user_entity_ref == ALICE
+    # the auth backend gone: no identity with a guessed ownership
+    deployment.server.__exit__()
+    deployment.clock.now += 6
+    with deployment.plugin_app.app_context(), pytest.raises(ServiceUnavailableError):
+        identity_from_auth(state.auth("old"), user_info=state.user_info).get_identity(request)
+
+
+# -- the example's policy: a group's owners manage its service tokens ----------------------
+
+
+def test_example_policy_delegates_by_ownership(deployment: Deployment) -> None:
+    from example_app.permission_policy import ExamplePolicy
+    from flask_backstage_auth.access_tokens.permissions import PERSONAL_WRITE, SERVICE_WRITE
+    from flask_backstage_auth.permissions import ALLOW, DENY, PolicyQuery
+
+    credentials = deployment.credentials(deployment.sign_in())
+    policy = ExamplePolicy(["user:default/admin"], development=False)
+    with deployment.plugin_app.app_context():
+        assert policy.handle(PolicyQuery(SERVICE_WRITE, TEAM), credentials) == ALLOW
+        assert (
+            policy.handle(PolicyQuery(SERVICE_WRITE, "group:default/team-b"), credentials) == DENY
+        )
+        assert policy.handle(PolicyQuery(SERVICE_WRITE, ALICE), credentials) == DENY  # not a group
+        assert policy.handle(PolicyQuery(SERVICE_WRITE), credentials) == DENY  # every group
+        assert policy.handle(PolicyQuery(PERSONAL_WRITE, ALICE), credentials) == ALLOW
+        service = Credentials(ServicePrincipal("plugin:x"))
+        assert policy.handle(PolicyQuery(SERVICE_WRITE, TEAM), service) == DENY
+    assert deployment.counting.userinfo_calls == 1  # cached for the second group check
+    admin = ExamplePolicy([ALICE], development=False)
+    with deployment.plugin_app.app_context():
+        assert admin.handle(PolicyQuery(SERVICE_WRITE), credentials) == ALLOW
+    assert deployment.counting.userinfo_calls == 1  # an admin needs no ownership
+    # ownership unknown: the check fails, nothing is allowed
+    deployment.server.__exit__()
+    deployment.clock.now += 6
+    with deployment.plugin_app.app_context(), pytest.raises(ServiceUnavailableError):
+        policy.handle(PolicyQuery(SERVICE_WRITE, TEAM), credentials)
