@@ -54,7 +54,7 @@ class UserInfoService(t.Protocol):
 
 
 def parse_ownership_entity_refs(
-    value: object, error: type[BackstageError] = AuthenticationError
+    value: object, error: t.Type[BackstageError] = AuthenticationError
 ) -> tuple[str, ...]:
     """``value`` as ownership refs: a list of strings (Backstage's check).
 
