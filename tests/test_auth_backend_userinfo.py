@@ -135,7 +135,7 @@ def test_a_user_never_signed_in_here_is_a_404() -> None:
     }
 
 
-def test_a_mock_user_token_has_no_stored_user_info() -> None:
+def test_mock_tokens_are_refused_where_they_are_not_accepted() -> None:
     app = make_app()
     app.config["BACKSTAGE_AUTH_ACCEPT_MOCK_TOKENS"] = True  # read at init: still refused
     response = userinfo(app, mock_credentials.user_token(ALICE))
