@@ -371,6 +371,34 @@ def answering(status: str, body: bytes, content_type: str = "application/json") 
     return app
 
 
+def test_calls_under_way_are_bounded_too() -> None:
+    release = threading.Event()
+
+    def stuck(environ: dict[str, t.Any], start_response: t.Any) -> list[bytes]:
+        release.wait(5)
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [b'{"claims": {"ent": []}}']
+
+    with LiveServer(stuck) as server:
+        client = UserInfoClient(HostDiscovery(server.url), timeout=0.5, max_workers=1)
+        service = DefaultUserInfoService(client)
+        errors: list[BaseException] = []
+        first = threading.Thread(
+            target=lambda: errors.append(
+                pytest.raises(ServiceUnavailableError, service.get_user_info, alice()).value
+            )
+        )
+        first.start()
+        time.sleep(0.1)
+        started = time.monotonic()
+        with pytest.raises(ServiceUnavailableError, match="took too long"):
+            service.get_user_info(alice())  # no worker free: never waits past the deadline
+        assert time.monotonic() - started < 1.5
+        first.join(timeout=5)
+        release.set()
+    assert len(errors) == 1
+
+
 def test_auth_backend_down() -> None:
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))
@@ -385,7 +413,7 @@ def test_auth_backend_down() -> None:
     )
 
 
-@pytest.mark.parametrize("mode", ["silent", "trickle"])
+@pytest.mark.parametrize("mode", ["silent", "trickle", "trickled-headers"])
 def test_auth_backend_slow_is_bounded(mode: str) -> None:
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
@@ -396,7 +424,17 @@ def test_auth_backend_slow_is_bounded(mode: str) -> None:
             connection, _ = listener.accept()
             with connection:
                 connection.recv(65536)
-                if mode == "trickle":
+                if mode == "trickled-headers":
+                    # one header byte at a time, each well within a read timeout
+                    for byte in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * 10_000:
+                        if stop.is_set():
+                            return
+                        try:
+                            connection.sendall(bytes([byte]))
+                        except OSError:
+                            return
+                        time.sleep(0.05)
+                elif mode == "trickle":
                     connection.sendall(
                         b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
                         b"Content-Length: 100000\r\n\r\n"

@@ -4,7 +4,9 @@ The URL is ``discovery.get_base_url("auth") + "/v1/userinfo"``, as Backstage's
 ``DefaultUserInfoService``; the user's token goes in ``Authorization:
 Bearer``. One call never takes longer than ``timeout`` seconds in all
 (connecting, the headers, the body), never follows a redirect, and never
-reads more than ``max_bytes``. ``requests`` is imported at the first call.
+reads more than ``max_bytes``; the call runs on a thread of its own (at
+most ``max_workers`` at once), so that nothing (not even headers trickled byte by byte) holds the
+caller past the deadline. ``requests`` is imported at the first call.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import re
 import threading
 import time
 import typing as t
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from http import HTTPStatus
 
 from flask_backstage_auth.discovery import HostDiscovery
@@ -26,7 +30,10 @@ if t.TYPE_CHECKING:  # pragma: no cover
 DEFAULT_TIMEOUT = 5.0
 DEFAULT_MAX_BYTES = 256 * 1024
 USER_INFO_PATH = "/v1/userinfo"
+DEFAULT_MAX_WORKERS = 8
 _CHUNK_SIZE = 16 * 1024
+#: How much longer than ``timeout`` a caller waits for the worker to report.
+_GRACE = 0.25
 _MAX_REMOTE_TEXT = 200
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
 
@@ -93,6 +100,8 @@ class UserInfoClient:
     :param max_bytes: the largest answer read.
     :param session: the HTTP session (default: one that keeps no cookie,
         made at the first call).
+    :param max_workers: calls under way at once; more wait for a place,
+        within the same deadline.
     """
 
     def __init__(
@@ -102,11 +111,13 @@ class UserInfoClient:
         timeout: float = DEFAULT_TIMEOUT,
         max_bytes: int = DEFAULT_MAX_BYTES,
         session: requests.Session | None = None,
+        max_workers: int = DEFAULT_MAX_WORKERS,
         monotonic: t.Callable[[], float] = time.monotonic,
     ) -> None:
         self.discovery = discovery
         self.timeout = timeout
         self.max_bytes = max_bytes
+        self._slots = threading.BoundedSemaphore(max_workers)
         self._session = session
         self._session_lock = threading.Lock()
         self._monotonic = monotonic
@@ -132,10 +143,45 @@ class UserInfoClient:
         :raises ServiceUnavailableError: 503: not reachable, too slow, any
             other status, or an answer that is not ``{"claims": {...}}``.
         """
+        deadline = self._monotonic() + self.timeout
+        # On a thread of its own: a server that trickles its headers would hold
+        # a request for a read timeout per byte; this wait is the hard bound.
+        # Daemon threads: one still stuck on such a server never delays exit.
+        if not self._slots.acquire(timeout=self.timeout):
+            raise ServiceUnavailableError(SLOW_MESSAGE)
+        answer: Future[tuple[int, bytes]] = Future()
+
+        def run() -> None:
+            try:
+                answer.set_result(self._exchange(token, deadline))
+            except BaseException as exc:  # handed to the caller
+                answer.set_exception(exc)
+            finally:
+                self._slots.release()
+
+        threading.Thread(target=run, name="backstage-user-info", daemon=True).start()
+        try:
+            status, body = answer.result(timeout=max(deadline - self._monotonic(), 0) + _GRACE)
+        except FutureTimeout:
+            raise ServiceUnavailableError(SLOW_MESSAGE) from None
+        if 400 <= status < 500:
+            raise ResponseError(status, describe_remote_error(body))
+        if status != 200:
+            raise ServiceUnavailableError(f"{UNAVAILABLE_MESSAGE}, it answered {status}")
+        try:
+            data = json.loads(body)
+        except (ValueError, RecursionError) as exc:
+            raise ServiceUnavailableError(f"{INVALID_MESSAGE}, not JSON") from exc
+        claims = data.get("claims") if isinstance(data, dict) else None
+        if not isinstance(claims, dict):
+            raise ServiceUnavailableError(f"{INVALID_MESSAGE}, no claims")
+        return claims
+
+    def _exchange(self, token: str, deadline: float) -> tuple[int, bytes]:
+        """The status and body of the answer, read within ``deadline``."""
         import requests
         import urllib3
 
-        deadline = self._monotonic() + self.timeout
         try:
             response = self.session.get(
                 self.url,
@@ -166,18 +212,7 @@ class UserInfoClient:
                 raise ServiceUnavailableError(
                     f"{UNAVAILABLE_MESSAGE} ({type(exc).__name__})"
                 ) from exc
-        if 400 <= status < 500:
-            raise ResponseError(status, describe_remote_error(body))
-        if status != 200:
-            raise ServiceUnavailableError(f"{UNAVAILABLE_MESSAGE}, it answered {status}")
-        try:
-            data = json.loads(body)
-        except (ValueError, RecursionError) as exc:
-            raise ServiceUnavailableError(f"{INVALID_MESSAGE}, not JSON") from exc
-        claims = data.get("claims") if isinstance(data, dict) else None
-        if not isinstance(claims, dict):
-            raise ServiceUnavailableError(f"{INVALID_MESSAGE}, no claims")
-        return claims
+        return status, body
 
     def _read(self, response: requests.Response, deadline: float) -> bytes:
         if response.headers.get("Content-Encoding", "identity").lower() != "identity":
