@@ -406,15 +406,16 @@ class TokenService:
         owner: str | None = None,
         description: str | None = None,
         scopes: t.Sequence[str] | None = None,
+        name: str | None = None,
     ) -> TokenRecord:
-        """Change the description, or narrow the scopes (never widen them).
+        """Rename, change the description, or narrow the scopes (never widen them).
 
         :raises InputError: nothing to change, or a scope the token does not hold.
-        :raises ConflictError: the token is revoked.
+        :raises ConflictError: the token is revoked, or the name is taken.
         """
         updated_by = self._changer(actor)
-        if description is None and scopes is None:
-            raise InputError("Nothing to update: give description or scopes")
+        if name is None and description is None and scopes is None:
+            raise InputError("Nothing to update: give name, description or scopes")
         record = self._load(kind, token_id, owner)
         self._require(actor, _WRITE[kind], record.owner_ref)
         if scopes is not None:
@@ -430,6 +431,7 @@ class TokenService:
             scopes=scopes,
             actor=updated_by,
             now=self.now(),
+            name=name,
         )
         if scopes is not None:
             self._forget(record.id)  # cached verifications carry the old restrictions
