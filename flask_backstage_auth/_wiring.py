@@ -53,6 +53,12 @@ from flask_backstage_auth.router.barrier import CredentialsBarrier
 from flask_backstage_auth.router.integration import PluginEndpoints
 from flask_backstage_auth.router.policies import AuthPolicy
 from flask_backstage_auth.router.routes import RouteTable
+from flask_backstage_auth.user_info import (
+    CachedUserInfoService,
+    DefaultUserInfoService,
+    UserInfoClient,
+    UserInfoService,
+)
 
 if t.TYPE_CHECKING:  # pragma: no cover
     from flask_sqlalchemy import SQLAlchemy
@@ -172,6 +178,8 @@ class BackstageAuthState:
     permissions: PermissionsService
     #: The permission integration of each plugin (``BackstageAuth.permissions_registry``).
     permission_integrations: PermissionIntegrations
+    #: Who a user is and what they own (``ent``, else the auth backend's userinfo).
+    user_info: UserInfoService
     plugins: PluginServices
     barrier: CredentialsBarrier
 
@@ -222,6 +230,7 @@ def build_state(app: Flask, options: Options) -> BackstageAuthState:
     )
     verifier = token_verifier_service(plugin_tokens, user_tokens, external_access, settings, clock)
     permission_integrations = PermissionIntegrations()
+    user_info = user_info_service(discovery, settings, clock)
     plugins = PluginServices(
         verifier,
         token_manager,
@@ -262,6 +271,7 @@ def build_state(app: Flask, options: Options) -> BackstageAuthState:
         verifier=verifier,
         permissions=permissions,
         permission_integrations=permission_integrations,
+        user_info=user_info,
         plugins=plugins,
         barrier=barrier,
     )
@@ -436,6 +446,19 @@ def user_token_service(
         ),
         clock=clock,
         leeway=settings.leeway,
+    )
+
+
+def user_info_service(
+    discovery: HostDiscovery, settings: Settings, clock: Clock
+) -> CachedUserInfoService:
+    """Backstage's ``userInfoServiceFactory``: the ``ent`` claim, else the auth
+    backend's ``/v1/userinfo``, each answer cached for 5 seconds per token."""
+    client = UserInfoClient(discovery, timeout=settings.user_info_timeout)
+    return CachedUserInfoService(
+        DefaultUserInfoService(client, accept_mock_tokens=settings.accept_mock_tokens),
+        wait=settings.user_info_timeout,
+        clock=clock,
     )
 
 

@@ -31,6 +31,7 @@ from flask_backstage_auth.permissions.integration import PermissionIntegration
 from flask_backstage_auth.router.json_errors import install_json_errors
 from flask_backstage_auth.router.policies import AuthPolicy
 from flask_backstage_auth.router.policies import add_auth_policy as attach_auth_policy
+from flask_backstage_auth.user_info import UserInfoService
 
 if t.TYPE_CHECKING:  # pragma: no cover
     from flask_sqlalchemy import SQLAlchemy
@@ -149,6 +150,11 @@ class BackstageAuth:
         Backstage's ``permissionsRegistry``: its permissions, resource types and
         rules, served at ``/api/<plugin>/.well-known/backstage/permissions/``."""
         return self.state(app).permission_integrations.get(plugin_id or _current_plugin_id())
+
+    @property
+    def user_info(self) -> UserInfoService:
+        """The ``user_info`` service of the current app: who a user is and what they own."""
+        return self.state().user_info
 
     @property
     def token_manager(self) -> TokenManager:

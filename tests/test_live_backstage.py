@@ -48,7 +48,6 @@ pytestmark = pytest.mark.skipif(
     reason="live Backstage: set FLASK_BACKSTAGE_AUTH_LIVE_BACKSTAGE=1, with node and npm",
 )
 
-USERINFO_PENDING = "the user_info service (branch userinfo) is not merged"
 PERMISSIONS_PENDING = "permissions asked of the permission backend (branch permissions)"
 ROTATION_PENDING = "new keys of a restarted backend accepted at once (branch rotation)"
 
@@ -346,7 +345,6 @@ def test_flask_refuses_a_user_token_from_another_key_with_nodes_kid(live: Live) 
     assert _get(f"{live.flask.url}/api/livecheck/me", token).status_code == 200
 
 
-@pytest.mark.xfail(strict=False, reason=USERINFO_PENDING)
 def test_flask_reads_the_users_ownership_from_the_node_auth_backend(live: Live) -> None:
     response = _get(f"{live.flask.url}/api/livecheck/userinfo", live.node.guest_token())
     assert response.status_code == 200, response.text

@@ -36,6 +36,8 @@ DEFAULTS: dict[str, t.Any] = {
     "BACKSTAGE_AUTH_JWKS_COOLDOWN": 30,
     # Fetches a second for plugins that only backend.baseUrl finds (0: none).
     "BACKSTAGE_AUTH_JWKS_FETCH_BUDGET": 5,
+    # Total seconds one call to the auth backend's /v1/userinfo may take.
+    "BACKSTAGE_AUTH_USER_INFO_TIMEOUT": 5,
     # Where plugins are mounted: <prefix>/<plugin id>.
     "BACKSTAGE_AUTH_PLUGIN_PREFIX": "/api",
     # A database for plugin keys when the app has no Flask-SQLAlchemy ``db``.
@@ -70,6 +72,7 @@ class Settings:
     jwks_max_bytes: int
     jwks_cooldown: float
     jwks_fetch_budget: float
+    user_info_timeout: float
     plugin_prefix: str
     cookie_samesite: str
     json_errors: bool
@@ -104,6 +107,7 @@ class Settings:
             # Below 30 s only in tests: a forged kid must not make us a fetch loop.
             jwks_cooldown=_number(app, "BACKSTAGE_AUTH_JWKS_COOLDOWN", 0 if app.testing else 30),
             jwks_fetch_budget=_number(app, "BACKSTAGE_AUTH_JWKS_FETCH_BUDGET", 0),
+            user_info_timeout=_number(app, "BACKSTAGE_AUTH_USER_INFO_TIMEOUT", 0.1),
             plugin_prefix=prefix.rstrip("/"),
             cookie_samesite=samesite,
             json_errors=bool(app.config["BACKSTAGE_AUTH_JSON_ERRORS"]),

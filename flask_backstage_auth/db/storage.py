@@ -123,6 +123,17 @@ access_token_events_table = sa.Table(
     sa.Column("occurred_at", sa.DateTime(timezone=True), nullable=False, index=True),
 )
 
+#: What the auth backend knows of each user it signed in: Backstage's ``user_info``
+#: table (``{"claims": {sub, ent, ...}}`` as JSON), served by ``/v1/userinfo``.
+user_info_table = sa.Table(
+    "backstage_auth_user_info",
+    metadata,
+    sa.Column("user_entity_ref", sa.String(255), primary_key=True),
+    sa.Column("user_info", sa.Text, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
 #: The Alembic branch label of our revisions.
 BRANCH_LABEL = "backstage_auth"
 #: The Alembic version table when our migrations run on their own (``flask
