@@ -548,7 +548,7 @@ class SqlAccessTokenStore:
         return record
 
     def record_use(self, token_id: str, *, now: float, ip: str | None) -> None:
-        with self._transaction("record the token's use") as connection:
+        with self._transaction("record the token's use", writes=True) as connection:
             connection.execute(
                 TOKENS.update()
                 .where(TOKENS.c.id == token_id)
@@ -612,7 +612,7 @@ class SqlAccessTokenStore:
 
     def prune_events(self, *, before: float) -> int:
         """Delete audit events older than ``before``; their count."""
-        with self._transaction("prune audit events") as connection:
+        with self._transaction("prune audit events", writes=True) as connection:
             result = connection.execute(
                 EVENTS.delete().where(EVENTS.c.occurred_at < to_datetime(before))
             )
