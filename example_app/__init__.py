@@ -8,6 +8,12 @@ plugin by default, and plugins open what they must with auth policies
 stylesheets unauthenticated). Plugins call each other with plugin tokens whose
 keys live in ``backend.database``; the ``auth`` plugin signs users in (the
 guest provider, in development).
+
+A plugin that ``discovery.endpoints`` places on another backend (``auth``,
+``catalog``, ``permission``: a Backstage backend of the organisation) is not
+served here: user tokens are then verified with that ``auth`` plugin's keys,
+and with ``permission`` elsewhere no local policy is installed: the
+decisions are the permission backend's.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from flask_backstage_auth.access_tokens.extension import AccessTokens
 from flask_backstage_auth.clock import Clock
 from flask_backstage_auth.config import CONFIG_KEY, ConfigReader, load_app_config
 from flask_backstage_auth.db.cli import upgrade_database
+from flask_backstage_auth.discovery import HostDiscovery
 
 HERE = Path(__file__).parent
 DEFAULT_CONFIG = HERE / "app-config.yaml"
@@ -93,20 +100,35 @@ def create_app(config: t.Mapping[str, t.Any] | None = None, *, clock: Clock = ti
     app.config.setdefault("SQLALCHEMY_DATABASE_URI", _database_url(app, backstage))
     db = SQLAlchemy()
     db.init_app(app)
-    development = bool(app.debug or app.testing or app.config.get("BACKSTAGE_AUTH_DEVELOPMENT"))
-    policy = ExamplePolicy(backstage.get("accessTokens.admins", []) or [], development=development)
+    # example.development: true in app-config.yaml, false in the production layer;
+    # absent (another config), the library's rule: app.debug or app.testing.
+    if backstage.has("example.development"):
+        app.config.setdefault(
+            "BACKSTAGE_AUTH_DEVELOPMENT", backstage.get_bool("example.development")
+        )
+    setting = app.config.get("BACKSTAGE_AUTH_DEVELOPMENT")
+    development = bool(app.debug or app.testing) if setting is None else bool(setting)
+    elsewhere = HostDiscovery.from_config(backstage).has_endpoint
+    # The deployment's permission backend decides when discovery puts it elsewhere.
+    policy = (
+        None
+        if elsewhere("permission")
+        else ExamplePolicy(backstage.get("accessTokens.admins", []) or [], development=development)
+    )
     # Plugin keys and access tokens live in the database, shared by every instance.
     BackstageAuth(app, db=db, clock=clock, permission_policy=policy)
     with app.app_context():
         upgrade_database(db.engine)  # as Backstage plugins migrate at start-up
-    AuthBackend(app)  # the auth plugin: user tokens, and the guest provider in development
+    if not elsewhere("auth"):
+        AuthBackend(app)  # the auth plugin: user tokens, and the guest provider in development
     AccessTokens(app)  # /api/access-tokens: long-lived scoped tokens
     create_env = make_create_env(app, backstage)
 
     docs_dir = Path(backstage.get_string("techdocs.docsDir", "docs"))
     if not docs_dir.is_absolute():
         docs_dir = Path(app.config["EXAMPLE_CONFIG_DIR"]) / docs_dir
-    app.register_blueprint(catalog.create_plugin(create_env("catalog")))
+    if not elsewhere("catalog"):
+        app.register_blueprint(catalog.create_plugin(create_env("catalog")))
     app.register_blueprint(search.create_plugin(create_env("search")))
     app.register_blueprint(techdocs.create_plugin(create_env("techdocs"), docs_dir))
     app.register_blueprint(app_plugin.create_plugin(create_env("app")))

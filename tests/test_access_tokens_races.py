@@ -181,6 +181,18 @@ def test_a_description_and_a_narrowing_both_land(database: Engine) -> None:
     assert (updated.description, updated.scopes) == ("the CI pipeline", ("catalog:read",))
 
 
+def test_a_rename_and_a_narrowing_both_land_and_forget_the_cache(database: Engine) -> None:
+    forgotten: list[str] = []
+    service = make_service(database, forgotten=forgotten)
+    other = make_service(database)
+    token_id = create(service).record.id
+    interleave(service, lambda: other.update(CLI, "service", token_id, scopes=["catalog:read"]))
+    updated = service.update(CLI, "service", token_id, name="ci-renamed")
+    assert (updated.name, updated.scopes) == ("ci-renamed", ("catalog:read",))
+    assert forgotten == [token_id]  # its subject names it: cached verifications go
+    assert events(service, token_id) == ["updated", "updated", "created"]
+
+
 def test_a_scope_never_held_is_still_a_400(database: Engine) -> None:
     service, other = make_service(database), make_service(database)
     token_id = create(service, scopes=["catalog:read"]).record.id

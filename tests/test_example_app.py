@@ -187,6 +187,7 @@ def test_production_config_drops_the_development_token(monkeypatch: pytest.Monke
         os.pathsep.join([str(HERE / "app-config.yaml"), str(HERE / "app-config.production.yaml")]),
     )
     monkeypatch.setenv("BACKEND_SECRET", new_secret())
+    monkeypatch.setenv("CATALOG_READER_TOKEN", new_secret())
     client = create_app().test_client()
     assert client.get("/api/catalog/entities", headers=STATIC).status_code == 401
 
@@ -531,3 +532,42 @@ def test_access_token_walkthrough(example_database: str) -> None:
     finally:
         with app.app_context():
             app.extensions["sqlalchemy"].engine.dispose()
+
+
+def test_plugins_placed_on_another_backend_are_not_served_here() -> None:
+    """Beside an organisation's Backstage: its auth and catalog, not the example's."""
+    from example_app import create_app
+    from flask_backstage_auth import AuthBackend
+
+    elsewhere = create_app(
+        {
+            "TESTING": True,
+            "SQLALCHEMY_DATABASE_URI": "sqlite://",
+            "BACKSTAGE_CONFIG": {
+                "backend": {"baseUrl": "http://127.0.0.1:7007"},
+                "discovery": {
+                    "endpoints": [
+                        {
+                            "target": "http://127.0.0.1:1/api/{{pluginId}}",
+                            "plugins": ["auth", "catalog"],
+                        }
+                    ]
+                },
+            },
+        }
+    )
+    assert {"auth", "catalog"}.isdisjoint(elsewhere.blueprints)
+    assert {"app", "search", "techdocs"} <= set(elsewhere.blueprints)
+    with pytest.raises(RuntimeError):
+        AuthBackend.state(elsewhere)
+    rules = [rule.rule for rule in elsewhere.url_map.iter_rules()]
+    assert not [r for r in rules if r.startswith(("/api/auth/", "/api/catalog/"))]
+    assert "/api/search/index" in rules
+    client = elsewhere.test_client()
+    assert client.post("/api/auth/guest/refresh").status_code == 401  # no open route there
+    # A user token is checked with the keys of the auth plugin elsewhere,
+    # which cannot be fetched here: refused.
+    home = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": "sqlite://"})
+    token = home.test_client().post("/api/auth/guest/refresh").get_json()["backstageIdentity"]
+    response = client.get("/api/app/whoami", headers={"Authorization": f"Bearer {token['token']}"})
+    assert response.status_code == 401

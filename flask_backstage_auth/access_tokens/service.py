@@ -440,16 +440,17 @@ class TokenService:
         owner: str | None = None,
         description: str | None = None,
         scopes: t.Sequence[str] | None = None,
+        name: str | None = None,
     ) -> TokenRecord:
-        """Change the description, or narrow the scopes (never widen them).
+        """Rename, change the description, or narrow the scopes (never widen them).
 
         :raises InputError: nothing to change, or a scope the token does not hold.
-        :raises ConflictError: the token is revoked, or another request removed
-            one of ``scopes`` since it was read.
+        :raises ConflictError: the token is revoked, the name is taken, or
+            another request removed one of ``scopes`` since it was read.
         """
         updated_by = self._changer(actor)
-        if description is None and scopes is None:
-            raise InputError("Nothing to update: give description or scopes")
+        if name is None and description is None and scopes is None:
+            raise InputError("Nothing to update: give name, description or scopes")
         record = first = self._load(kind, token_id, owner)
         self._require(actor, _WRITE[kind], record.owner_ref)
         for _ in range(ATTEMPTS):
@@ -472,13 +473,16 @@ class TokenService:
                     scopes=scopes,
                     actor=updated_by,
                     now=self.now(),
+                    name=name,
                     expected_version=record.version,
                 )
             except ChangedConcurrently as exc:
                 record = exc.current
                 continue
-            if scopes is not None:
-                self._forget(record.id)  # cached verifications carry the old restrictions
+            if scopes is not None or name is not None:
+                # Cached verifications carry the old restrictions (and a service
+                # token's old name, in its subject).
+                self._forget(record.id)
             return updated
         raise ConflictError(f"Token '{record.id}' keeps changing; try again")
 

@@ -56,8 +56,9 @@ LOCK_TIMEOUT = 5.0
 
 #: Status values, as the list endpoint filters them.
 Status = t.Literal["active", "expiring", "expired", "revoked"]
-#: A token is "expiring" in its last 30 days (it is still active).
-EXPIRING_WINDOW = 30 * 86400
+#: A token is "expiring" in its last 7 days (it is still active): a warning
+#: that needs acting on soon, not a label every 30-day token wears from birth.
+EXPIRING_WINDOW = 7 * 86400
 
 
 _SEQUENCE = itertools.count()
@@ -236,6 +237,21 @@ def _seq_of(token_id: t.Any) -> t.Any:
     return sa.func.coalesce(
         sa.select(TOKENS.c.version).where(TOKENS.c.id == token_id).scalar_subquery(), 0
     )
+
+
+def _changes(
+    name: str | None, description: str | None, scopes: t.Sequence[str] | None
+) -> dict[str, t.Any]:
+    """What an ``updated`` event records: the new name and scopes, and whether
+    the description changed."""
+    changes: dict[str, t.Any] = {}
+    if name is not None:
+        changes["name"] = name
+    if description is not None:
+        changes["description"] = True
+    if scopes is not None:
+        changes["scopes"] = list(scopes)
+    return changes
 
 
 class SqlAccessTokenStore:
@@ -506,17 +522,20 @@ class SqlAccessTokenStore:
         scopes: t.Sequence[str] | None,
         actor: str,
         now: float,
+        name: str | None = None,
         expected_version: int | None = None,
     ) -> TokenRecord:
-        """Change the description, or narrow the scopes, with an ``updated`` event.
+        """Rename, change the description, or narrow the scopes, with an ``updated`` event.
 
         :param expected_version: the version the change was decided on (the
             scopes checked against).
         :raises NotFoundError: no such token.
-        :raises ConflictError: it is revoked.
+        :raises ConflictError: it is revoked, or another token of the owner has that name.
         :raises ChangedConcurrently: its version is not ``expected_version``.
         """
         values: dict[str, t.Any] = {"version": TOKENS.c.version + 1}
+        if name is not None:
+            values["name"] = name
         if description is not None:
             values["description"] = description
         if scopes is not None:
@@ -528,22 +547,22 @@ class SqlAccessTokenStore:
         ]
         if expected_version is not None:
             conditions.append(TOKENS.c.version == expected_version)
-        with self._transaction("update the token", writes=True) as connection:
-            result = connection.execute(TOKENS.update().where(*conditions).values(**values))
-            if result.rowcount == 0:
-                current = self._current(connection, token_id, kind)
-                if current is None:
-                    raise NotFoundError(f"No {kind} token with id '{token_id}'")
-                if current.revoked_at is not None:
-                    raise ConflictError(f"Token '{token_id}' is revoked")
-                raise ChangedConcurrently(current)
-            changes: dict[str, t.Any] = {}
-            if description is not None:
-                changes["description"] = True
-            if scopes is not None:
-                changes["scopes"] = list(scopes)
-            self._insert_event(connection, token_id, "updated", actor, changes, now)
-            record = self._current(connection, token_id, kind)
+        try:
+            with self._transaction("update the token", writes=True) as connection:
+                result = connection.execute(TOKENS.update().where(*conditions).values(**values))
+                if result.rowcount == 0:
+                    current = self._current(connection, token_id, kind)
+                    if current is None:
+                        raise NotFoundError(f"No {kind} token with id '{token_id}'")
+                    if current.revoked_at is not None:
+                        raise ConflictError(f"Token '{token_id}' is revoked")
+                    raise ChangedConcurrently(current)
+                self._insert_event(
+                    connection, token_id, "updated", actor, _changes(name, description, scopes), now
+                )
+                record = self._current(connection, token_id, kind)
+        except sa.exc.IntegrityError:
+            raise ConflictError(f"A token named '{name}' already exists for its owner") from None
         assert record is not None
         return record
 

@@ -19,7 +19,11 @@ import threading
 import typing as t
 from dataclasses import dataclass, replace
 
-from flask_backstage_auth.auth.external.handler import ExternalAccess, RestrictionsByPlugin
+from flask_backstage_auth.auth.external.handler import (
+    ExternalAccess,
+    ExternalAccessEntry,
+    RestrictionsByPlugin,
+)
 from flask_backstage_auth.auth.jose import PeekedToken, peek
 from flask_backstage_auth.auth.plugin.handler import PluginTokenHandler
 from flask_backstage_auth.auth.user.handler import UserTokenHandler, create_limited_user_token
@@ -87,6 +91,28 @@ HANDLER_STAGES: tuple[HandlerStage, ...] = ("first-party", "late")
 
 
 @dataclass(frozen=True)
+class Explanation:
+    """Which handler accepted a token (:meth:`TokenVerifier.explain`)."""
+
+    #: The handler: ``plugin token``, ``user token``, ``externalAccess static
+    #: (backend.auth.externalAccess[1])``, the name of a registered handler...
+    handler: str
+    verified: VerifiedToken
+
+
+class TokenRefused(AuthenticationError):
+    """401 from :meth:`TokenVerifier.explain`, naming the handler that refused.
+
+    ``handler`` is ``None`` when no handler recognised the token.
+    """
+
+    def __init__(self, description: str, handler: str | None, tried: tuple[str, ...]) -> None:
+        super().__init__(description)
+        self.handler = handler
+        self.tried = tried
+
+
+@dataclass(frozen=True)
 class PluginRequestToken:
     """The result of :meth:`AuthService.get_plugin_request_token`."""
 
@@ -101,6 +127,10 @@ class LimitedUserToken:
     expires_at: float
 
 
+# In an explain() trace: every handler said the token is not of its kind.
+_NO_HANDLER = object()
+
+
 class TokenVerifier:
     """Runs the handlers in order, with a bounded cache of successes.
 
@@ -108,6 +138,7 @@ class TokenVerifier:
     restrictions, limited tokens) happen in :class:`AuthService`.
 
     :param handlers: the built-in first-party handlers, in order.
+    :param names: what :meth:`explain` calls some of them (``plugin token``).
     """
 
     def __init__(
@@ -118,8 +149,10 @@ class TokenVerifier:
         clock: Clock = system_clock,
         cache_size: int = 10_000,
         cache_ttl: float = 60,
+        names: t.Mapping[TokenHandler, str] | None = None,
     ) -> None:
         self.external_access = external_access
+        self._names: dict[TokenHandler, str] = dict(names or {})
         # Replaced, never changed in place: a verification in another thread
         # iterates over the tuple it started with.
         self._first_party: tuple[TokenHandler, ...] = tuple(handlers)
@@ -130,15 +163,20 @@ class TokenVerifier:
         self._cache: dict[str, VerifiedEntry] = {}
         self._lock = threading.Lock()
 
-    def register_handler(self, handler: TokenHandler, *, stage: HandlerStage = "late") -> None:
+    def register_handler(
+        self, handler: TokenHandler, *, stage: HandlerStage = "late", name: str | None = None
+    ) -> None:
         """Try ``handler`` for every token not yet recognised, at ``stage``.
 
         Within a stage, handlers run in the order they were registered.
         ``"first-party"`` handlers run after plugin and user tokens, before
         ``externalAccess``; ``"late"`` handlers after the legacy keys.
+        ``name`` is what :meth:`explain` calls it (default: its ``__qualname__``).
 
         :raises ValueError: an unknown stage.
         """
+        if name is not None:
+            self._names[handler] = name
         if stage == "first-party":
             self._first_party = (*self._first_party, handler)
         elif stage == "late":
@@ -176,32 +214,69 @@ class TokenVerifier:
         return entry
 
     def _verify_uncached(self, token: str) -> VerifiedToken:
+        return self._run(token, None)[1]
+
+    def explain(self, token: str) -> Explanation:
+        """Verify ``token`` as :meth:`verify` does, bypassing the cache, and say
+        which handler accepted it (for ``flask backstage-auth verify-token``).
+
+        :raises TokenRefused: the token is not valid; names the handler that
+            refused it, or the handlers tried when none recognised it.
+        """
+        trace: list[object] = []
+        try:
+            source, verified = self._run(token, trace)
+        except AuthenticationError as exc:
+            unrecognised = not trace or trace[-1] is _NO_HANDLER
+            tried = tuple(self._describe(item) for item in trace if item is not _NO_HANDLER)
+            refused_by = None if unrecognised else tried[-1]
+            raise TokenRefused(str(exc.description), refused_by, tried) from exc
+        return Explanation(self._describe(source), verified)
+
+    def _describe(self, source: object) -> str:
+        if isinstance(source, ExternalAccessEntry):
+            return f"externalAccess {source.handler.type} ({source.path})"
+        if source is self.external_access:
+            return "externalAccess"
+        name = self._names.get(t.cast(TokenHandler, source))
+        return name or str(getattr(source, "__qualname__", type(source).__name__))
+
+    def _run(self, token: str, trace: list[object] | None) -> tuple[object, VerifiedToken]:
+        """The handlers in order; ``trace`` (when given) gets each one tried."""
         if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_LENGTH:
             raise AuthenticationError("Illegal token")
         peeked = peek(token)
         try:
             for handler in self._first_party:
+                if trace is not None:
+                    trace.append(handler)
                 verified = handler(peeked)
                 if verified is not None:
-                    return verified
-            external = self.external_access.verify(peeked)
+                    return handler, verified
+            if trace is not None:
+                trace.append(self.external_access)
+            external = self.external_access.verify_entry(peeked)
             if external is None:
                 for handler in self._late:
+                    if trace is not None:
+                        trace.append(handler)
                     verified = handler(peeked)
                     if verified is not None:
-                        return verified
+                        return handler, verified
         except BackstageError:
             raise
         except Exception as exc:  # a handler bug must never open a route
             logger.exception("Token verification failed unexpectedly")
             raise AuthenticationError("Illegal token") from exc
         if external is None:
+            if trace is not None:
+                trace.append(_NO_HANDLER)
             raise AuthenticationError("Illegal token")
-        result, restrictions = external
-        return VerifiedToken(
+        entry, result = external
+        return entry, VerifiedToken(
             ServicePrincipal(result.subject),
             expires_at=result.expires_at,
-            restrictions=restrictions,
+            restrictions=entry.restrictions,
         )
 
     def forget_revocation_id(self, revocation_id: str) -> None:
