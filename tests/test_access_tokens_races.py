@@ -29,6 +29,7 @@ from flask_backstage_auth.access_tokens.store import (
     EVENTS,
     OWNERS,
     TOKENS,
+    ChangedConcurrently,
     SqlAccessTokenStore,
     TokenRecord,
 )
@@ -290,6 +291,29 @@ def test_a_rotation_racing_a_patch_rotates_the_patched_token(database: Engine) -
     assert works(service, rotated.secret)
     assert rotated.record.scopes == ("catalog:read",)
     assert events(service, token_id) == ["rotated", "updated", "created"]
+
+
+class EverChangingStore(InterleavingStore):
+    """Another change always comes first (a token under a storm of changes)."""
+
+    def update(self, token_id: str, kind: t.Any, **kwargs: t.Any) -> TokenRecord:
+        raise ChangedConcurrently(t.cast(TokenRecord, self.get(token_id, kind)))
+
+    def rotate(self, token_id: str, kind: t.Any, **kwargs: t.Any) -> TokenRecord:
+        raise ChangedConcurrently(t.cast(TokenRecord, self.get(token_id, kind)))
+
+
+def test_a_change_gives_up_after_three_attempts(database: Engine) -> None:
+    service = make_service(database, store=EverChangingStore(database))
+    token_id = create(service).record.id
+    for change in (
+        lambda: service.update(CLI, "service", token_id, description="x"),
+        lambda: service.rotate(CLI, "service", token_id, expires_at=NOW + DAY),
+    ):
+        with pytest.raises(ConflictError) as raised:
+            change()
+        assert raised.value.description == f"Token '{token_id}' keeps changing; try again"
+    assert events(service, token_id) == ["created"]
 
 
 # -- the cap on personal tokens ---------------------------------------------
