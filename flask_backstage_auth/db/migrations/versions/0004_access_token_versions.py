@@ -1,7 +1,7 @@
 """Row versions of access tokens, the order of their events, and per-owner lock rows.
 
-Revision ID: backstage_auth_0003
-Revises: backstage_auth_0002
+Revision ID: backstage_auth_0004
+Revises: backstage_auth_0003
 Create Date: 2026-12-01 00:00:00
 
 Keep revision ids prefixed ``backstage_auth_`` (they share a namespace with
@@ -19,8 +19,8 @@ import typing as t
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "backstage_auth_0003"
-down_revision: str | t.Sequence[str] | None = "backstage_auth_0002"
+revision: str = "backstage_auth_0004"
+down_revision: str | t.Sequence[str] | None = "backstage_auth_0003"
 branch_labels: str | t.Sequence[str] | None = None
 depends_on: str | t.Sequence[str] | None = None
 
