@@ -35,6 +35,7 @@ from flask_backstage_auth.auth.jwks import (
     JwksFetcher,
     JwksUnavailable,
     default_fetcher,
+    forced_reloads,
 )
 from flask_backstage_auth.auth.key_sets import KeySet, UnusableHeader, decode_with_key_set
 from flask_backstage_auth.auth.plugin.keys import KeySource
@@ -179,6 +180,7 @@ class PluginTokenHandler:
             cooldown=self._jwks_cooldown,
             clock=self._clock,
             budget=budget,
+            forced=forced_reloads(self._clock),
             on_settled=self._settled if budget is not None else None,
         )
 
