@@ -377,6 +377,7 @@ def user_token_service(
         ),
         clock=clock,
         leeway=settings.leeway,
+        iat_leeway=settings.iat_leeway,
     )
 
 
@@ -400,6 +401,7 @@ def plugin_token_service(
         user_tokens=user_tokens,
         clock=clock,
         leeway=settings.leeway,
+        iat_leeway=settings.iat_leeway,
         max_lifetime_leeway=settings.max_lifetime_leeway,
         jwks_cooldown=settings.jwks_cooldown,
         jwks_fetcher=jwks_fetcher,
