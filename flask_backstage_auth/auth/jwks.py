@@ -19,7 +19,6 @@ fetcher's ``wait``.
 
 from __future__ import annotations
 
-import http.cookiejar
 import json
 import logging
 import math
@@ -67,7 +66,7 @@ class JwksUnavailable(Exception):
 def parse_key_set(document: bytes) -> list[jwt.PyJWK]:
     """The usable asymmetric keys of a JWKS document; keys we cannot use are skipped.
 
-    :raises JwksUnavailable: not JSON, or no ``keys`` list.
+    :raises JwksUnavailable: not JSON, no ``keys`` list, or an entry that is not an object.
     """
     try:
         data = json.loads(document)
@@ -75,6 +74,8 @@ def parse_key_set(document: bytes) -> list[jwt.PyJWK]:
         raise JwksUnavailable("Invalid jwks.json response, not JSON") from exc
     if not isinstance(data, dict) or not isinstance(data.get("keys"), list):
         raise JwksUnavailable("Invalid jwks.json response, missing keys")
+    if not all(isinstance(entry, dict) for entry in data["keys"]):
+        raise JwksUnavailable("JSON Web Key Set malformed")  # jose's isJwkSet
     usable = []
     for entry in data["keys"]:
         try:
@@ -87,12 +88,11 @@ def parse_key_set(document: bytes) -> list[jwt.PyJWK]:
 
 
 def new_session() -> requests.Session:
-    """An HTTP session for key sets: it keeps no cookie, so none travels to another fetch."""
-    import requests  # at the first fetch, not when the package is imported
+    """An HTTP session for key sets: it keeps no cookie, so none travels to another
+    fetch, and each fetch over it can be ended at its deadline."""
+    from flask_backstage_auth.auth.fetch_deadline import deadline_session  # imports requests
 
-    session = requests.Session()
-    session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
-    return session
+    return deadline_session()
 
 
 class JwksFetcher:
@@ -142,10 +142,26 @@ class JwksFetcher:
         return parse_key_set(self._download(url))
 
     def _download(self, url: str) -> bytes:
+        import requests
+
+        from flask_backstage_auth.auth.fetch_deadline import deadline as watchdog
+
+        session = self.session
         deadline = self.monotonic() + self.timeout
+        # The watchdog ends the exchange at the deadline, even while a server
+        # trickles its headers (each read alone is bounded by the timeout only).
+        with watchdog(self.timeout) as watch:
+            try:
+                return self._exchange(session, url, deadline)
+            except (requests.RequestException, JwksUnavailable, OSError) as exc:
+                if watch.expired or self.monotonic() >= deadline:
+                    raise JwksUnavailable("Fetching jwks.json took too long") from exc
+                raise
+
+    def _exchange(self, session: requests.Session, url: str, deadline: float) -> bytes:
         # No redirects: keys come from the configured URL and nowhere else.
         # No decompression: the size cap is on what the server sends.
-        response = self.session.get(
+        response = session.get(
             url,
             timeout=(self.timeout, self.timeout),
             allow_redirects=False,
