@@ -8,6 +8,11 @@ plugin by default, and plugins open what they must with auth policies
 stylesheets unauthenticated). Plugins call each other with plugin tokens whose
 keys live in ``backend.database``; the ``auth`` plugin signs users in (the
 guest provider, in development).
+
+Beside a real Backstage backend (``app-config.backstage.yaml``), a plugin
+that ``discovery.endpoints`` sends to another backend is not mounted here:
+with ``auth`` sent to Backstage's, user tokens are verified with that auth
+backend's keys and this app mounts no ``AuthBackend``.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import time
 import typing as t
 from pathlib import Path
 
-from flask import Flask
+from flask import Blueprint, Flask
 from flask_sqlalchemy import SQLAlchemy
 from werkzeug.exceptions import HTTPException
 
@@ -75,6 +80,18 @@ def _database_url(app: Flask, config: ConfigReader) -> str:
     raise ConfigError(f"Unsupported backend.database.client '{client}'; use 'sqlite3' or 'pg'")
 
 
+def _served_elsewhere(app: Flask, plugin_id: str) -> bool:
+    """Whether ``discovery.endpoints`` sends ``plugin_id`` to a backend other than this one."""
+    state = BackstageAuth.state(app)
+    if not state.discovery.has_endpoint(plugin_id):
+        return False
+    backend = ConfigReader(app.config[CONFIG_KEY]).get_string(
+        "backend.baseUrl", "http://localhost:7007"
+    )
+    here = f"{backend.rstrip('/')}{state.settings.plugin_prefix}/{plugin_id}"
+    return state.discovery.get_base_url(plugin_id).rstrip("/") != here
+
+
 def create_app(config: t.Mapping[str, t.Any] | None = None, *, clock: Clock = time.time) -> Flask:
     """Build the example backend.
 
@@ -99,16 +116,24 @@ def create_app(config: t.Mapping[str, t.Any] | None = None, *, clock: Clock = ti
     BackstageAuth(app, db=db, clock=clock, permission_policy=policy)
     with app.app_context():
         upgrade_database(db.engine)  # as Backstage plugins migrate at start-up
-    AuthBackend(app)  # the auth plugin: user tokens, and the guest provider in development
-    AccessTokens(app)  # /api/access-tokens: long-lived scoped tokens
+    if not _served_elsewhere(app, "auth"):
+        AuthBackend(app)  # the auth plugin: user tokens, and the guest provider in development
+    # (else user tokens verify with the keys of the auth backend discovery names)
+    if not _served_elsewhere(app, "access-tokens"):
+        AccessTokens(app)  # /api/access-tokens: long-lived scoped tokens
     create_env = make_create_env(app, backstage)
 
     docs_dir = Path(backstage.get_string("techdocs.docsDir", "docs"))
     if not docs_dir.is_absolute():
         docs_dir = Path(app.config["EXAMPLE_CONFIG_DIR"]) / docs_dir
-    app.register_blueprint(catalog.create_plugin(create_env("catalog")))
-    app.register_blueprint(search.create_plugin(create_env("search")))
-    app.register_blueprint(techdocs.create_plugin(create_env("techdocs"), docs_dir))
-    app.register_blueprint(app_plugin.create_plugin(create_env("app")))
+    plugins: dict[str, t.Callable[[], Blueprint]] = {
+        "catalog": lambda: catalog.create_plugin(create_env("catalog")),
+        "search": lambda: search.create_plugin(create_env("search")),
+        "techdocs": lambda: techdocs.create_plugin(create_env("techdocs"), docs_dir),
+        "app": lambda: app_plugin.create_plugin(create_env("app")),
+    }
+    for plugin_id, create_plugin in plugins.items():
+        if not _served_elsewhere(app, plugin_id):  # a plugin lives in one backend only
+            app.register_blueprint(create_plugin())
     app.register_error_handler(HTTPException, _json_http_error)
     return app
