@@ -575,7 +575,13 @@ def test_garbage_is_a_failed_fetch_and_the_last_good_set_stays(
 ) -> None:
     path = "/api/auth/.well-known/jwks.json"
     server.json(path, public_jwks(ISSUER, "issuer-1"))
-    app = make_app(server.url, clock, BACKSTAGE_AUTH_CACHE_SIZE=0)
+    app = make_app(
+        server.url,
+        clock,
+        BACKSTAGE_AUTH_CACHE_SIZE=0,
+        BACKSTAGE_AUTH_JWKS_TIMEOUT=10,
+        BACKSTAGE_AUTH_JWKS_WAIT=10,
+    )
     token = user_token(clock)
     assert get(app, token).status_code == 200
     server.routes[path] = lambda handler: handler.send(status, body, {"Location": "/elsewhere"})

@@ -46,6 +46,10 @@ NEW = ec.generate_private_key(ec.SECP256R1())
 ATTACKER = ec.generate_private_key(ec.SECP256R1())
 
 
+#: Fetches here take milliseconds; a long wait keeps exact fetch counts true on a busy machine.
+PATIENT = {"BACKSTAGE_AUTH_JWKS_TIMEOUT": 10, "BACKSTAGE_AUTH_JWKS_WAIT": 10}
+
+
 @pytest.fixture
 def server() -> t.Iterator[KeySetServer]:
     instance = KeySetServer()
@@ -105,7 +109,7 @@ def test_a_user_token_of_a_new_key_is_accepted_at_once(
     server: KeySetServer, clock: FakeClock
 ) -> None:
     server.json(USER_JWKS, key_set((OLD, "old")))
-    app = make_app(server.url, clock)
+    app = make_app(server.url, clock, **PATIENT)
     assert get(app, user_token(clock)).status_code == 200
     assert server.count(USER_JWKS) == 1
     # The auth backend restarts with a new key; our clock has not moved.
@@ -125,7 +129,7 @@ def test_a_plugin_token_of_a_restarted_backend_is_accepted_at_once(
 ) -> None:
     path = f"/api/scaffolder{JWKS_PATH}"
     server.json(path, key_set((OLD, "old")))
-    app = make_app(server.url, clock, endpoints=["scaffolder"] if configured else ())
+    app = make_app(server.url, clock, **PATIENT, endpoints=["scaffolder"] if configured else ())
     assert get(app, plugin_token(clock)).status_code == 200
     server.json(path, key_set((NEW, "new")))  # a rolling restart: a new key, the old gone
     clock.now += 5
@@ -139,7 +143,7 @@ def test_a_new_kid_signed_by_an_unknown_key_still_fails(
     server: KeySetServer, clock: FakeClock
 ) -> None:
     server.json(USER_JWKS, key_set((OLD, "old")))
-    app = make_app(server.url, clock, BACKSTAGE_AUTH_CACHE_SIZE=0)
+    app = make_app(server.url, clock, **PATIENT, BACKSTAGE_AUTH_CACHE_SIZE=0)
     assert get(app, user_token(clock)).status_code == 200
     server.json(USER_JWKS, key_set((NEW, "new"), (OLD, "old")))
     for kid in ("new", "old", "other"):  # the published kids, and one nobody published
@@ -154,7 +158,7 @@ def test_a_storm_of_forged_kids_costs_at_most_the_forced_reloads(
     server: KeySetServer, clock: FakeClock
 ) -> None:
     server.json(USER_JWKS, key_set((OLD, "old")))
-    app = make_app(server.url, clock, BACKSTAGE_AUTH_CACHE_SIZE=0)
+    app = make_app(server.url, clock, **PATIENT, BACKSTAGE_AUTH_CACHE_SIZE=0)
     assert get(app, user_token(clock)).status_code == 200  # fetch 1 starts the cooldown
 
     def storm(requests: int) -> None:
@@ -185,7 +189,7 @@ def test_forged_kids_against_many_plugins_share_the_fetch_budget(
     """For plugins only ``backend.baseUrl`` finds, forced reloads also cost budget."""
     for name in ("one", "two", "three"):
         server.json(f"/api/{name}{JWKS_PATH}", key_set((OLD, "old")))
-    app = make_app(server.url, clock, BACKSTAGE_AUTH_JWKS_FETCH_BUDGET=3)
+    app = make_app(server.url, clock, **PATIENT, BACKSTAGE_AUTH_JWKS_FETCH_BUDGET=3)
 
     def token(sub: str, kid: str) -> str:
         now = int(clock())
@@ -349,7 +353,7 @@ def test_local_key_set_answers_a_known_kid_while_a_reload_is_running() -> None:
         assert entered.wait(5)
         started = time.monotonic()
         assert local.get_key("old", "ES256") is not None
-        assert time.monotonic() - started < 1
+        assert time.monotonic() - started < 2
     finally:
         release.set()
         reloading.join(10)
