@@ -9,10 +9,12 @@ stylesheets unauthenticated). Plugins call each other with plugin tokens whose
 keys live in ``backend.database``; the ``auth`` plugin signs users in (the
 guest provider, in development).
 
-Beside a real Backstage backend (``app-config.backstage.yaml``), a plugin
-that ``discovery.endpoints`` sends to another backend is not mounted here:
-with ``auth`` sent to Backstage's, user tokens are verified with that auth
-backend's keys and this app mounts no ``AuthBackend``.
+A plugin that ``discovery.endpoints`` places on another backend (``auth``,
+``catalog``, ``permission``, any of the example's: a Backstage backend of the
+organisation, see ``app-config.backstage.yaml``) is not served here: user
+tokens are then verified with that ``auth`` plugin's keys, and with
+``permission`` elsewhere no local policy is installed: the decisions are the
+permission backend's.
 """
 
 from __future__ import annotations
@@ -24,17 +26,17 @@ from pathlib import Path
 
 from flask import Blueprint, Flask
 from flask_sqlalchemy import SQLAlchemy
-from werkzeug.exceptions import HTTPException
 
 from example_app.environment import make_create_env
 from example_app.permission_policy import ExamplePolicy
 from example_app.plugins import app as app_plugin
 from example_app.plugins import catalog, search, techdocs
-from flask_backstage_auth import AuthBackend, BackstageAuth, BackstageError, ConfigError
+from flask_backstage_auth import AuthBackend, BackstageAuth, ConfigError
 from flask_backstage_auth.access_tokens.extension import AccessTokens
 from flask_backstage_auth.clock import Clock
 from flask_backstage_auth.config import CONFIG_KEY, ConfigReader, load_app_config
 from flask_backstage_auth.db.cli import upgrade_database
+from flask_backstage_auth.discovery import HostDiscovery
 
 HERE = Path(__file__).parent
 DEFAULT_CONFIG = HERE / "app-config.yaml"
@@ -45,21 +47,6 @@ def _config_files() -> list[str]:
     if named:
         return [p for p in named.split(os.pathsep) if p]
     return [str(DEFAULT_CONFIG)]
-
-
-class _GenericHTTPError(BackstageError):
-    """Werkzeug's own errors (404, 405, 500), in Backstage's JSON shape."""
-
-
-def _json_http_error(error: HTTPException) -> t.Any:
-    if isinstance(error, BackstageError):
-        return error
-    generic = _GenericHTTPError(error.description or error.name)
-    generic.code = error.code or 500
-    generic.error_name = {404: "NotFoundError", 405: "InputError"}.get(generic.code, "Error")
-    if generic.code >= 500:
-        generic.description = "Internal server error"
-    return generic
 
 
 def _database_url(app: Flask, config: ConfigReader) -> str:
@@ -80,18 +67,6 @@ def _database_url(app: Flask, config: ConfigReader) -> str:
     raise ConfigError(f"Unsupported backend.database.client '{client}'; use 'sqlite3' or 'pg'")
 
 
-def _served_elsewhere(app: Flask, plugin_id: str) -> bool:
-    """Whether ``discovery.endpoints`` sends ``plugin_id`` to a backend other than this one."""
-    state = BackstageAuth.state(app)
-    if not state.discovery.has_endpoint(plugin_id):
-        return False
-    backend = ConfigReader(app.config[CONFIG_KEY]).get_string(
-        "backend.baseUrl", "http://localhost:7007"
-    )
-    here = f"{backend.rstrip('/')}{state.settings.plugin_prefix}/{plugin_id}"
-    return state.discovery.get_base_url(plugin_id).rstrip("/") != here
-
-
 def create_app(config: t.Mapping[str, t.Any] | None = None, *, clock: Clock = time.time) -> Flask:
     """Build the example backend.
 
@@ -100,6 +75,8 @@ def create_app(config: t.Mapping[str, t.Any] | None = None, *, clock: Clock = ti
     :param clock: the time source of token verification (for tests).
     """
     app = Flask(__name__)
+    # Every error of the app (404, 405, 500...) in Backstage's JSON shape.
+    app.config["BACKSTAGE_AUTH_JSON_ERRORS"] = True
     files = _config_files()
     app.config[CONFIG_KEY] = load_app_config(*files)
     app.config["EXAMPLE_CONFIG_DIR"] = str(Path(files[-1]).resolve().parent)
@@ -110,16 +87,28 @@ def create_app(config: t.Mapping[str, t.Any] | None = None, *, clock: Clock = ti
     app.config.setdefault("SQLALCHEMY_DATABASE_URI", _database_url(app, backstage))
     db = SQLAlchemy()
     db.init_app(app)
-    development = bool(app.debug or app.testing or app.config.get("BACKSTAGE_AUTH_DEVELOPMENT"))
-    policy = ExamplePolicy(backstage.get("accessTokens.admins", []) or [], development=development)
+    # example.development: true in app-config.yaml, false in the production layer;
+    # absent (another config), the library's rule: app.debug or app.testing.
+    if backstage.has("example.development"):
+        app.config.setdefault(
+            "BACKSTAGE_AUTH_DEVELOPMENT", backstage.get_bool("example.development")
+        )
+    setting = app.config.get("BACKSTAGE_AUTH_DEVELOPMENT")
+    development = bool(app.debug or app.testing) if setting is None else bool(setting)
+    elsewhere = HostDiscovery.from_config(backstage).has_endpoint
+    # The deployment's permission backend decides when discovery puts it elsewhere.
+    policy = (
+        None
+        if elsewhere("permission")
+        else ExamplePolicy(backstage.get("accessTokens.admins", []) or [], development=development)
+    )
     # Plugin keys and access tokens live in the database, shared by every instance.
     BackstageAuth(app, db=db, clock=clock, permission_policy=policy)
     with app.app_context():
         upgrade_database(db.engine)  # as Backstage plugins migrate at start-up
-    if not _served_elsewhere(app, "auth"):
+    if not elsewhere("auth"):
         AuthBackend(app)  # the auth plugin: user tokens, and the guest provider in development
-    # (else user tokens verify with the keys of the auth backend discovery names)
-    if not _served_elsewhere(app, "access-tokens"):
+    if not elsewhere("access-tokens"):
         AccessTokens(app)  # /api/access-tokens: long-lived scoped tokens
     create_env = make_create_env(app, backstage)
 
@@ -133,7 +122,6 @@ def create_app(config: t.Mapping[str, t.Any] | None = None, *, clock: Clock = ti
         "app": lambda: app_plugin.create_plugin(create_env("app")),
     }
     for plugin_id, create_plugin in plugins.items():
-        if not _served_elsewhere(app, plugin_id):  # a plugin lives in one backend only
+        if not elsewhere(plugin_id):  # a plugin lives in one backend
             app.register_blueprint(create_plugin())
-    app.register_error_handler(HTTPException, _json_http_error)
     return app

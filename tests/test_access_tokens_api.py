@@ -13,6 +13,7 @@ from flask_sqlalchemy import SQLAlchemy
 from werkzeug.test import TestResponse
 
 import flask_backstage_auth.access_tokens
+import flask_backstage_auth.db.cli
 from flask_backstage_auth import BackstageAuth
 from flask_backstage_auth.access_tokens.extension import AccessTokens
 from flask_backstage_auth.access_tokens.format import generate_token
@@ -418,6 +419,25 @@ def test_patch_cannot_widen(client: FlaskClient) -> None:
     )
 
 
+def test_patch_renames(client: FlaskClient) -> None:
+    created = create(client, name="old-name")
+    raw, token_id = created["rawToken"], created["token"]["id"]
+    create(client, name="taken")
+    renamed = client.patch(f"{SERVICE}/{token_id}", json={"name": "new-name"}, headers=user())
+    assert renamed.status_code == 200, renamed.get_data(as_text=True)
+    assert renamed.get_json()["name"] == "new-name"
+    assert client.get("/api/catalog/entities", headers=bearer_header(raw)).status_code == 200
+    taken = client.patch(f"{SERVICE}/{token_id}", json={"name": "taken"}, headers=user())
+    assert taken.status_code == 409
+    assert error_of(taken)[1] == "A token named 'taken' already exists for its owner"
+    for bad in ("Upper", "with space", "", 7, "x" * 101):
+        assert_input_error(
+            client.patch(f"{SERVICE}/{token_id}", json={"name": bad}, headers=user()), "name"
+        )
+    events = client.get(f"{SERVICE}/{token_id}/audit", headers=user()).get_json()["events"]
+    assert events[0]["event"] == "updated" and events[0]["metadata"] == {"name": "new-name"}
+
+
 def test_patch_revoked_token_conflicts(client: FlaskClient) -> None:
     token_id = create(client)["token"]["id"]
     client.delete(f"{SERVICE}/{token_id}", headers=user())
@@ -636,7 +656,7 @@ def test_rotate_revoked_or_expired_conflicts(client: FlaskClient, clock: FakeClo
 
 def test_status_filters(client: FlaskClient, clock: FakeClock) -> None:
     active = create(client, name="active", expiresInDays=300)["token"]["id"]
-    expiring = create(client, name="expiring", expiresInDays=10)["token"]["id"]
+    expiring = create(client, name="expiring", expiresInDays=5)["token"]["id"]  # within 7 days
     expired = create(client, name="expired", expiresInDays=1)["token"]["id"]
     revoked = create(client, name="revoked")["token"]["id"]
     client.delete(f"{SERVICE}/{revoked}", headers=user())
@@ -1033,3 +1053,18 @@ def test_leak_reports_are_rate_limited_per_client(app: Flask, clock: FakeClock) 
     assert other.status_code == 200
     clock.now += 61
     assert anonymous.post(SERVICE + "/revoke", json={"tokens": []}).status_code == 200
+
+
+@pytest.mark.parametrize("collection", [SERVICE + "/", SERVICE])
+def test_the_collection_answers_with_and_without_its_trailing_slash(
+    client: FlaskClient, collection: str
+) -> None:
+    created = client.post(collection, json=new_service_body(), headers=user())
+    assert created.status_code == 201, created.get_data(as_text=True)  # not a 308 dropping the body
+    listed = client.get(collection, headers=user())
+    assert listed.status_code == 200
+    assert [t["name"] for t in listed.get_json()["tokens"]] == ["ci-pipeline"]
+    # The item routes keep their strict form: no route answers an extra slash.
+    token_id = created.get_json()["token"]["id"]
+    assert client.get(f"{SERVICE}/{token_id}", headers=user()).status_code == 200
+    assert client.get(f"{SERVICE}/{token_id}/", headers=user()).status_code == 404

@@ -310,8 +310,9 @@ class _Kind:
             body.get("description"), "description", max_length=MAX_DESCRIPTION
         )
         scopes = None if body.get("scopes") is None else scope_list(body["scopes"])
+        name = None if body.get("name") is None else validate_name(body["name"])
         record = self.service.update(
-            caller, self.kind, id, owner=owner, description=description, scopes=scopes
+            caller, self.kind, id, owner=owner, description=description, scopes=scopes, name=name
         )
         return jsonify(token_to_dict(record, self.service.now()))
 
@@ -333,7 +334,15 @@ class _Kind:
             ("/<id>/rotate", "rotate", self.rotate_token, ["POST"]),
         ]
         for path, name, view, methods in routes:
-            bp.add_url_rule(f"/{self.kind}{path}", f"{self.kind}_{name}", view, methods=methods)
+            # The collection answers with and without its trailing slash (as
+            # Express routes do), never with a redirect that drops a POST's body.
+            bp.add_url_rule(
+                f"/{self.kind}{path}",
+                f"{self.kind}_{name}",
+                view,
+                methods=methods,
+                strict_slashes=path != "/",
+            )
 
 
 class _Personal(_Kind):

@@ -17,6 +17,7 @@ import typing as t
 from collections import OrderedDict, deque
 
 from flask import Request
+from werkzeug.exceptions import TooManyRequests
 
 from flask_backstage_auth.errors import BackstageError
 
@@ -31,7 +32,7 @@ LEAK_REPORTS_PER_MINUTE = 30
 LEAK_REPORT_CLIENTS = 10_000
 
 
-class TooManyRequestsError(BackstageError):
+class TooManyRequestsError(BackstageError, TooManyRequests):
     """429: slow down."""
 
     code = 429

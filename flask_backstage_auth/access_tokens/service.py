@@ -11,6 +11,17 @@ and takes leak reports. Every call names its :data:`Actor`:
 * an :class:`Operator`: whoever runs the command line. They hold the
   database, so no permission is checked; changes are audited with their name.
 
+Concurrent changes lose nothing. A rotation or a ``PATCH`` is decided on
+the record read, then written only if the row is still at that version
+(a compare-and-swap in the store); when another change came first, it is
+decided again on the current record, at most :data:`ATTEMPTS` times:
+
+* a ``PATCH`` applies on top of the other change, unless a scope it keeps
+  was removed meanwhile (409: it never puts a removed scope back);
+* a rotation that finds the token rotated meanwhile is a 409: the first
+  rotation's secret is the token's, the second's never existed;
+* a change that finds the token revoked is a 409 (``Token '…' is revoked``).
+
 Input is checked by :mod:`~flask_backstage_auth.access_tokens.validation`
 before it comes here; the checks that need the configuration (scopes known,
 lifetimes, grace) are made here. No Flask here: HTTP lives in
@@ -42,6 +53,8 @@ from flask_backstage_auth.access_tokens.scopes import Scope, ScopeCatalogue
 from flask_backstage_auth.access_tokens.settings import AccessTokenSettings
 from flask_backstage_auth.access_tokens.store import (
     AuditEvent,
+    ChangedConcurrently,
+    LimitReached,
     SqlAccessTokenStore,
     Status,
     TokenRecord,
@@ -64,6 +77,8 @@ LEAK_REASON = "reported as leaked"
 NOT_A_TOKEN = "The caller is not an access token"
 #: How long a read waits, at most, for this instance's recorded uses to be written.
 READ_WAIT = 2.0
+#: How many times a change is decided again after another change came first.
+ATTEMPTS = 3
 
 _READ: dict[TokenKind, Permission] = {"service": SERVICE_READ, "personal": PERSONAL_READ}
 _WRITE: dict[TokenKind, Permission] = {"service": SERVICE_WRITE, "personal": PERSONAL_WRITE}
@@ -314,23 +329,26 @@ class TokenService:
         created_by = self._changer(actor, creating=True)
         self._require(actor, _WRITE[kind], owner_ref)
         now = self.now()
-        if kind == "personal":
-            limit = self.settings.personal_max_per_user
-            if self.store.count_usable(kind, owner_ref, now=now) >= limit:
-                raise ConflictError(f"You already have {limit} usable personal access tokens")
+        limit = self.settings.personal_max_per_user if kind == "personal" else None
         new = generate_token(kind)
-        record = self.store.create(
-            kind=kind,
-            name=name,
-            description=description,
-            digest=new.digest,
-            token_prefix=new.display_prefix,
-            owner_ref=owner_ref,
-            scopes=scopes,
-            created_by=created_by,
-            expires_at=expires_at,
-            now=now,
-        )
+        try:
+            record = self.store.create(
+                kind=kind,
+                name=name,
+                description=description,
+                digest=new.digest,
+                token_prefix=new.display_prefix,
+                owner_ref=owner_ref,
+                scopes=scopes,
+                created_by=created_by,
+                expires_at=expires_at,
+                now=now,
+                max_usable=limit,  # counted in the insert's transaction, under the owner's lock
+            )
+        except LimitReached as exc:
+            raise ConflictError(
+                f"You already have {exc.limit} usable personal access tokens"
+            ) from None
         return Issued(record, new.value, now)
 
     def prune_audit(self) -> int:
@@ -352,27 +370,43 @@ class TokenService:
 
         :raises InputError: a grace past ``maxRotationGraceSeconds``.
         :raises NotFoundError: no such token.
-        :raises ConflictError: it is revoked or expired.
+        :raises ConflictError: it is revoked or expired, or another request
+            rotated it since it was read.
         """
         rotated_by = self._changer(actor, rotating=True)
         integer(grace_seconds, "graceSeconds", 0, self.max_grace)
         record = self._load(kind, token_id, owner)
         self._require(actor, _WRITE[kind], record.owner_ref)
-        now = self.now()
-        grace_until = min(now + grace_seconds, record.expires_at) if grace_seconds else None
         new = generate_token(kind)
-        rotated = self.store.rotate(
-            record.id,
-            kind,
-            digest=new.digest,
-            token_prefix=new.display_prefix,
-            expires_at=expires_at,
-            grace_until=grace_until,
-            actor=rotated_by,
-            now=now,
-        )
-        self._forget(record.id)
-        return Issued(rotated, new.value, now)
+        for _ in range(ATTEMPTS):
+            now = self.now()
+            grace_until = min(now + grace_seconds, record.expires_at) if grace_seconds else None
+            try:
+                rotated = self.store.rotate(
+                    record.id,
+                    kind,
+                    digest=new.digest,
+                    token_prefix=new.display_prefix,
+                    expires_at=expires_at,
+                    grace_until=grace_until,
+                    actor=rotated_by,
+                    now=now,
+                    expected_version=record.version,
+                )
+            except ChangedConcurrently as exc:
+                current = exc.current
+                if (current.token_prefix, current.rotated_at) != (
+                    record.token_prefix,
+                    record.rotated_at,
+                ):
+                    raise ConflictError(
+                        f"Token '{record.id}' was rotated by another request meanwhile"
+                    ) from None
+                record = current  # another change (a PATCH): rotate the token as it is now
+                continue
+            self._forget(record.id)
+            return Issued(rotated, new.value, now)
+        raise ConflictError(f"Token '{record.id}' keeps changing; try again")
 
     def revoke(
         self,
@@ -406,34 +440,51 @@ class TokenService:
         owner: str | None = None,
         description: str | None = None,
         scopes: t.Sequence[str] | None = None,
+        name: str | None = None,
     ) -> TokenRecord:
-        """Change the description, or narrow the scopes (never widen them).
+        """Rename, change the description, or narrow the scopes (never widen them).
 
         :raises InputError: nothing to change, or a scope the token does not hold.
-        :raises ConflictError: the token is revoked.
+        :raises ConflictError: the token is revoked, the name is taken, or
+            another request removed one of ``scopes`` since it was read.
         """
         updated_by = self._changer(actor)
-        if description is None and scopes is None:
-            raise InputError("Nothing to update: give description or scopes")
-        record = self._load(kind, token_id, owner)
+        if name is None and description is None and scopes is None:
+            raise InputError("Nothing to update: give name, description or scopes")
+        record = first = self._load(kind, token_id, owner)
         self._require(actor, _WRITE[kind], record.owner_ref)
-        if scopes is not None:
-            added = [s for s in scopes if s not in record.scopes]
-            if added:
-                raise InputError(f"scopes may only be narrowed; not held: {shown(added)}")
-        if record.revoked_at is not None:
-            raise ConflictError(f"Token '{record.id}' is revoked")
-        updated = self.store.update(
-            record.id,
-            kind,
-            description=description,
-            scopes=scopes,
-            actor=updated_by,
-            now=self.now(),
-        )
-        if scopes is not None:
-            self._forget(record.id)  # cached verifications carry the old restrictions
-        return updated
+        for _ in range(ATTEMPTS):
+            if scopes is not None:
+                added = [s for s in scopes if s not in record.scopes]
+                if added and record is first:
+                    raise InputError(f"scopes may only be narrowed; not held: {shown(added)}")
+                if added:  # held when the request came, removed by another since
+                    raise ConflictError(
+                        f"Token '{record.id}' was changed by another request meanwhile;"
+                        f" no longer held: {shown(added)}"
+                    )
+            if record.revoked_at is not None:
+                raise ConflictError(f"Token '{record.id}' is revoked")
+            try:
+                updated = self.store.update(
+                    record.id,
+                    kind,
+                    description=description,
+                    scopes=scopes,
+                    actor=updated_by,
+                    now=self.now(),
+                    name=name,
+                    expected_version=record.version,
+                )
+            except ChangedConcurrently as exc:
+                record = exc.current
+                continue
+            if scopes is not None or name is not None:
+                # Cached verifications carry the old restrictions (and a service
+                # token's old name, in its subject).
+                self._forget(record.id)
+            return updated
+        raise ConflictError(f"Token '{record.id}' keeps changing; try again")
 
     def report_leaked(self, values: t.Iterable[str]) -> int:
         """Revoke every token among ``values`` that still works; how many were.

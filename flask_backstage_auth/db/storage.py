@@ -84,6 +84,9 @@ access_tokens_table = sa.Table(
     sa.Column("previous_token_hash", sa.String(64), nullable=True),
     sa.Column("previous_expires_at", sa.DateTime(timezone=True), nullable=True),
     sa.Column("rotated_at", sa.DateTime(timezone=True), nullable=True),
+    # Bumped by every change (create, rotate, update, revoke; not a use): the
+    # compare-and-swap of a read-then-write, and the order of the token's events.
+    sa.Column("version", sa.Integer, nullable=False, server_default=sa.text("1")),
     # Partial: almost every row has no previous secret, and a full index on a
     # mostly-NULL column makes SQLite's planner prefer a table scan.
     sa.Index(
@@ -121,6 +124,30 @@ access_token_events_table = sa.Table(
     # Event details, as a JSON object.
     sa.Column("metadata", sa.Text, nullable=True),
     sa.Column("occurred_at", sa.DateTime(timezone=True), nullable=False, index=True),
+    # The token's version when the event was written (inside the change's
+    # transaction, after its row lock): events sort in commit order.
+    sa.Column("seq", sa.Integer, nullable=False, server_default=sa.text("0")),
+)
+
+#: One row per owner with a cap on its tokens: a create locks it (an update
+#: of ``tokens_created``) before counting, so concurrent creates are serialised.
+access_token_owners_table = sa.Table(
+    "backstage_auth_access_token_owners",
+    metadata,
+    sa.Column("kind", sa.String(16), primary_key=True),
+    sa.Column("owner_ref", sa.String(255), primary_key=True),
+    sa.Column("tokens_created", sa.Integer, nullable=False, server_default=sa.text("0")),
+)
+
+#: What the auth backend knows of each user it signed in: Backstage's ``user_info``
+#: table (``{"claims": {sub, ent, ...}}`` as JSON), served by ``/v1/userinfo``.
+user_info_table = sa.Table(
+    "backstage_auth_user_info",
+    metadata,
+    sa.Column("user_entity_ref", sa.String(255), primary_key=True),
+    sa.Column("user_info", sa.Text, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
 )
 
 #: The Alembic branch label of our revisions.
@@ -128,6 +155,10 @@ BRANCH_LABEL = "backstage_auth"
 #: The Alembic version table when our migrations run on their own (``flask
 #: backstage-auth db ...``); never the app's ``alembic_version``.
 VERSION_TABLE = "backstage_auth_alembic_version"
+#: Every revision id of our branch starts with this.
+REVISION_PREFIX = "backstage_auth_"
+#: Alembic's default version table, the app's (Flask-Migrate's).
+APP_VERSION_TABLE = "alembic_version"
 #: The Flask config key naming a database when the app has no Flask-SQLAlchemy.
 DATABASE_URI_KEY = "BACKSTAGE_AUTH_DATABASE_URI"
 
@@ -312,20 +343,12 @@ def create_tables(bind: Engine | Connection) -> None:
 def migrations_path() -> str:
     """The directory of our Alembic environment (``env.py``, ``versions/``).
 
-    Give it as ``script_location`` to run our branch alone, or append
-    :func:`versions_path` to an app's ``version_locations`` (Flask-Migrate,
-    Flask-Alembic) so that ``upgrade heads`` applies it with the app's own.
+    Give it as ``script_location`` to run our branch alone; it records its
+    revisions in :data:`VERSION_TABLE`. Do not add its ``versions/`` to an
+    app's ``version_locations``: two heads in one history break ``upgrade
+    head`` (see :func:`flask_backstage_auth.db.flask_migrate.init_flask_migrate`).
     """
     return str(resources.files(__package__ or "flask_backstage_auth").joinpath("migrations"))
-
-
-def versions_path() -> str:
-    """The directory of our revisions, for an app's ``version_locations``."""
-    return str(
-        resources.files(__package__ or "flask_backstage_auth")
-        .joinpath("migrations")
-        .joinpath("versions")
-    )
 
 
 def alembic_include_name(
@@ -334,8 +357,8 @@ def alembic_include_name(
     """An Alembic ``include_name`` hook that leaves our tables out of the app's autogenerate.
 
     An app whose metadata does not hold our tables would otherwise be offered
-    to drop them: pass ``include_name=alembic_include_name`` to
-    ``Migrate(app, db, ...)`` or to ``context.configure``.
+    to drop them. :func:`~flask_backstage_auth.db.flask_migrate.init_flask_migrate`
+    installs it; other Alembic environments pass it to ``context.configure``.
     """
     if type_ == "table":
         return name not in metadata.tables and name != VERSION_TABLE

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
-from flask_backstage_auth.testing.mocks import MockCredentials, bearer_header, mock_credentials
+from flask_backstage_auth.testing.mocks import (
+    MockCredentials,
+    MockUserInfoService,
+    bearer_header,
+    mock_credentials,
+)
 
-__all__ = ["MockCredentials", "bearer_header", "mock_credentials"]
+__all__ = ["MockCredentials", "MockUserInfoService", "bearer_header", "mock_credentials"]
