@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from flask import Flask
 
+from flask_backstage_auth.audit.service import RootAuditor
 from flask_backstage_auth.auth.external.handler import ExternalAccess, builtin_handlers
 from flask_backstage_auth.auth.external.types import ExternalTokenHandler
 from flask_backstage_auth.auth.jwks import FetchBudget, JwksCache, JwksFetcher
@@ -98,7 +99,9 @@ class PluginServices:
         cookie: CookieSettings,
         clock: Clock,
         default_policy_disabled: bool,
+        auditor: RootAuditor,
     ) -> None:
+        self._auditor = auditor
         self._verifier = verifier
         self._token_manager = token_manager
         self._plugin_tokens = plugin_tokens
@@ -129,7 +132,11 @@ class PluginServices:
         service = self._http_auth.get(plugin_id)
         if service is None:
             service = self._http_auth[plugin_id] = HttpAuthService(
-                plugin_id, self.auth(plugin_id), cookie=self._cookie, clock=self._clock
+                plugin_id,
+                self.auth(plugin_id),
+                cookie=self._cookie,
+                clock=self._clock,
+                auditor=self._auditor.for_plugin(plugin_id),
             )
         return service
 
@@ -142,6 +149,8 @@ class BackstageAuthState:
     settings: Settings
     config: ConfigReader
     clock: Clock
+    #: The ``auditor`` services: ``auditor.for_plugin(plugin_id)``.
+    auditor: RootAuditor
     #: The app's database, or ``None``.
     database: Database | None
     default_policy_disabled: bool
@@ -188,6 +197,7 @@ def build_state(app: Flask, options: Options) -> BackstageAuthState:
     clock = options.clock
     database = database_service(app, options.db)
     config = ConfigReader(app.config.get(CONFIG_KEY) or {}, "")
+    auditor = RootAuditor.from_config(config, clock=clock)
     default_policy_disabled = config.get_bool("backend.auth.dangerouslyDisableDefaultAuthPolicy")
     token_manager = options.token_manager
     if token_manager is None:
@@ -198,7 +208,7 @@ def build_state(app: Flask, options: Options) -> BackstageAuthState:
     )
     discovery = discovery_service(config, settings)
     cookie = cookie_service(discovery, settings)
-    key_source = key_source_service(config, database, clock)
+    key_source = key_source_service(config, database, clock, auditor)
     user_tokens = user_token_service(discovery, jwks_fetcher, settings, clock)
     local_plugins = LocalPlugins(app)
     plugin_tokens = plugin_token_service(
@@ -208,6 +218,7 @@ def build_state(app: Flask, options: Options) -> BackstageAuthState:
     permissions = PermissionsService.from_config(
         config, policy=options.permission_policy, token_manager=token_manager
     )
+    permissions.auditor = auditor.for_plugin("permission")
     plugins = PluginServices(
         verifier,
         token_manager,
@@ -216,6 +227,7 @@ def build_state(app: Flask, options: Options) -> BackstageAuthState:
         cookie=cookie,
         clock=clock,
         default_policy_disabled=default_policy_disabled,
+        auditor=auditor,
     )
     barrier = CredentialsBarrier(
         RouteTable(plugins.http_auth),
@@ -227,10 +239,16 @@ def build_state(app: Flask, options: Options) -> BackstageAuthState:
             "backend.auth.dangerouslyDisableDefaultAuthPolicy is set: requests without"
             " credentials reach every plugin"
         )
+        auditor.for_plugin("app").create_event(
+            "default-policy-disabled",
+            severity="critical",
+            meta={"config": "backend.auth.dangerouslyDisableDefaultAuthPolicy"},
+        ).success()
     return BackstageAuthState(
         settings=settings,
         config=config,
         clock=clock,
+        auditor=auditor,
         database=database,
         default_policy_disabled=default_policy_disabled,
         token_manager=token_manager,
@@ -342,10 +360,16 @@ def cookie_service(discovery: HostDiscovery, settings: Settings) -> CookieSettin
     )
 
 
-def key_source_service(config: ConfigReader, database: Database | None, clock: Clock) -> KeySource:
-    """The signing keys of plugin tokens (``backend.auth.pluginKeyStore``)."""
+def key_source_service(
+    config: ConfigReader, database: Database | None, clock: Clock, auditor: RootAuditor
+) -> KeySource:
+    """The signing keys of plugin tokens (``backend.auth.pluginKeyStore``); each
+    new key is audited (``signing-key-rotate``)."""
     return key_source_from_config(
-        config, public_key_store=lambda: public_key_store_service(database), clock=clock
+        config,
+        public_key_store=lambda: public_key_store_service(database),
+        clock=clock,
+        auditor=auditor.for_plugin("app"),
     )
 
 

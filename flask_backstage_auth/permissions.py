@@ -12,6 +12,8 @@ import enum
 import typing as t
 from dataclasses import dataclass, field
 
+from flask_backstage_auth.audit.refusals import audit_denial
+from flask_backstage_auth.audit.service import AuditorService
 from flask_backstage_auth.config.reader import ConfigReader, as_reader
 from flask_backstage_auth.credentials import (
     PERMISSION_ACTIONS,
@@ -171,6 +173,9 @@ class PermissionsService:
         manager.
     """
 
+    #: Where denials are audited (``permission-denied``; the extension sets it).
+    auditor: AuditorService | None = None
+
     def __init__(
         self,
         *,
@@ -234,6 +239,7 @@ class PermissionsService:
 
     def _decide(self, credentials: Credentials, query: PolicyQuery) -> PolicyDecision:
         if is_restricted_out(credentials.principal, query.permission):
+            audit_denial(self.auditor, credentials, query, "access-restrictions")
             return DENY
         if not self.enabled:
             return ALLOW
@@ -248,4 +254,6 @@ class PermissionsService:
                 f"Permission policy {type(self.policy).__name__} returned"
                 f" {type(decision).__name__}, expected a PolicyDecision"
             )
+        if decision.result is AuthorizeResult.DENY:
+            audit_denial(self.auditor, credentials, query, "policy")
         return decision

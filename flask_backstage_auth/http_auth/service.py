@@ -9,10 +9,12 @@ from datetime import datetime, timezone
 from flask import request as current_request
 from werkzeug.wrappers import Request, Response
 
+from flask_backstage_auth.audit.refusals import audit_refusal
+from flask_backstage_auth.audit.service import AuditorService
 from flask_backstage_auth.auth.service import AuthService
 from flask_backstage_auth.clock import Clock, system_clock
 from flask_backstage_auth.credentials import NONE_CREDENTIALS, Credentials
-from flask_backstage_auth.errors import AuthenticationError, NotAllowedError
+from flask_backstage_auth.errors import AuthenticationError, BackstageError, NotAllowedError
 from flask_backstage_auth.http_auth.bearer import get_bearer_token
 from flask_backstage_auth.http_auth.memo import found_keys
 
@@ -57,6 +59,8 @@ class HttpAuthService:
 
     Get it with :meth:`BackstageAuth.http_auth
     <flask_backstage_auth.BackstageAuth.http_auth>`.
+
+    :param auditor: where refused requests are audited (``auth-refused``).
     """
 
     def __init__(
@@ -66,9 +70,11 @@ class HttpAuthService:
         *,
         cookie: CookieSettings | None = None,
         clock: Clock = system_clock,
+        auditor: AuditorService | None = None,
     ) -> None:
         self.plugin_id = plugin_id
         self.auth = auth
+        self.auditor = auditor
         self.cookie = cookie or CookieSettings()
         self._clock = clock
         self._memo_keys = found_keys(plugin_id)
@@ -100,11 +106,15 @@ class HttpAuthService:
         environ = req.environ
         key = self._memo_keys[allow_limited_access]
         credentials: Credentials | None = environ.get(key)
-        if credentials is None:
-            credentials = environ[key] = self._extract(req, allow_limited_access)
-        if allow is None or credentials.principal.type in allow:
-            return credentials
-        return check_allowed(credentials, allow)
+        try:
+            if credentials is None:
+                credentials = environ[key] = self._extract(req, allow_limited_access)
+            if allow is None or credentials.principal.type in allow:
+                return credentials
+            return check_allowed(credentials, allow)
+        except BackstageError as exc:
+            audit_refusal(self.auditor, req, exc, credentials=credentials)
+            raise
 
     def _extract(self, request: Request, allow_limited_access: bool) -> Credentials:
         # Limited credentials only ever read: however they arrive, never for
