@@ -11,6 +11,11 @@ and takes leak reports. Every call names its :data:`Actor`:
 * an :class:`Operator`: whoever runs the command line. They hold the
   database, so no permission is checked; changes are audited with their name.
 
+Every change is an event of the ``auditor`` service
+(:mod:`~flask_backstage_auth.access_tokens.audit`): ``initiated``, then
+``succeeded`` or ``failed`` (a refusal included), with the token's id, never
+its secret. The audit table is written from those events.
+
 Input is checked by :mod:`~flask_backstage_auth.access_tokens.validation`
 before it comes here; the checks that need the configuration (scopes known,
 lifetimes, grace) are made here. No Flask here: HTTP lives in
@@ -22,6 +27,7 @@ from __future__ import annotations
 import typing as t
 from dataclasses import dataclass
 
+from flask_backstage_auth.access_tokens import audit as events
 from flask_backstage_auth.access_tokens.format import (
     DISPLAY_PREFIX_LENGTH,
     TokenKind,
@@ -52,6 +58,12 @@ from flask_backstage_auth.access_tokens.validation import (
     integer,
     resolve_expiry,
     shown,
+)
+from flask_backstage_auth.audit.service import (
+    CURRENT_REQUEST,
+    AuditorEvent,
+    AuditorService,
+    Severity,
 )
 from flask_backstage_auth.clock import Clock
 from flask_backstage_auth.credentials import Credentials, ServicePrincipal, UserPrincipal
@@ -129,6 +141,8 @@ class TokenService:
     :param usage: the recorder of token uses; reads first wait (at most
         :data:`READ_WAIT` seconds) for this instance's uses to be written, so
         that ``lastUsedAt`` shows them.
+    :param auditor: the ``access-tokens`` plugin's auditor (``None``: no
+        audit events, nor audit table rows).
     """
 
     def __init__(
@@ -141,6 +155,7 @@ class TokenService:
         clock: Clock,
         forget: t.Callable[[str], None],
         usage: UsageRecorder | None = None,
+        auditor: AuditorService | None = None,
     ) -> None:
         self.store = store
         self.catalogue = catalogue
@@ -149,6 +164,7 @@ class TokenService:
         self.clock = clock
         self._forget = forget
         self._usage = usage
+        self._auditor = auditor
 
     # -- limits ------------------------------------------------------------
 
@@ -209,6 +225,26 @@ class TokenService:
         if record is None or (owner is not None and record.owner_ref != owner):
             raise NotFoundError(f"No {kind} token with id '{token_id}'")
         return record
+
+    def _event(
+        self,
+        event_id: str,
+        actor: Actor | None,
+        *,
+        severity: Severity = "high",
+        meta: t.Mapping[str, t.Any],
+    ) -> AuditorEvent | None:
+        """Log an event ``initiated``, as the actor's (``None``: a leak report)."""
+        if self._auditor is None:
+            return None
+        return self._auditor.create_event(
+            event_id,
+            severity=severity,
+            meta=meta,
+            request=CURRENT_REQUEST,
+            credentials=actor.credentials if isinstance(actor, Caller) else None,
+            actor_id=LEAK_ACTOR if actor is None else actor.name,
+        )
 
     def _settle_usage(self) -> None:
         if self._usage is not None:
@@ -311,26 +347,44 @@ class TokenService:
         :raises ConflictError: the owner has a usable token of that name, or
             the user has ``maxTokensPerUser`` usable personal tokens.
         """
-        created_by = self._changer(actor, creating=True)
-        self._require(actor, _WRITE[kind], owner_ref)
-        now = self.now()
-        if kind == "personal":
-            limit = self.settings.personal_max_per_user
-            if self.store.count_usable(kind, owner_ref, now=now) >= limit:
-                raise ConflictError(f"You already have {limit} usable personal access tokens")
-        new = generate_token(kind)
-        record = self.store.create(
-            kind=kind,
-            name=name,
-            description=description,
-            digest=new.digest,
-            token_prefix=new.display_prefix,
-            owner_ref=owner_ref,
-            scopes=scopes,
-            created_by=created_by,
-            expires_at=expires_at,
-            now=now,
+        event = self._event(
+            events.CREATE,
+            actor,
+            meta={
+                "kind": kind,
+                "name": name,
+                "ownerRef": owner_ref,
+                "scopes": list(scopes),
+                "expiresAt": expires_at,
+            },
         )
+        try:
+            created_by = self._changer(actor, creating=True)
+            self._require(actor, _WRITE[kind], owner_ref)
+            now = self.now()
+            if kind == "personal":
+                limit = self.settings.personal_max_per_user
+                if self.store.count_usable(kind, owner_ref, now=now) >= limit:
+                    raise ConflictError(f"You already have {limit} usable personal access tokens")
+            new = generate_token(kind)
+            record = self.store.create(
+                kind=kind,
+                name=name,
+                description=description,
+                digest=new.digest,
+                token_prefix=new.display_prefix,
+                owner_ref=owner_ref,
+                scopes=scopes,
+                created_by=created_by,
+                expires_at=expires_at,
+                now=now,
+            )
+        except Exception as exc:
+            if event is not None:
+                event.fail(exc)
+            raise
+        if event is not None:
+            event.success(meta={"tokenId": record.id, "tokenPrefix": record.token_prefix})
         return Issued(record, new.value, now)
 
     def prune_audit(self) -> int:
@@ -354,24 +408,36 @@ class TokenService:
         :raises NotFoundError: no such token.
         :raises ConflictError: it is revoked or expired.
         """
-        rotated_by = self._changer(actor, rotating=True)
-        integer(grace_seconds, "graceSeconds", 0, self.max_grace)
-        record = self._load(kind, token_id, owner)
-        self._require(actor, _WRITE[kind], record.owner_ref)
-        now = self.now()
-        grace_until = min(now + grace_seconds, record.expires_at) if grace_seconds else None
-        new = generate_token(kind)
-        rotated = self.store.rotate(
-            record.id,
-            kind,
-            digest=new.digest,
-            token_prefix=new.display_prefix,
-            expires_at=expires_at,
-            grace_until=grace_until,
-            actor=rotated_by,
-            now=now,
+        event = self._event(
+            events.ROTATE,
+            actor,
+            meta={"kind": kind, "tokenId": token_id[:36], "expiresAt": expires_at},
         )
+        try:
+            self._changer(actor, rotating=True)
+            integer(grace_seconds, "graceSeconds", 0, self.max_grace)
+            record = self._load(kind, token_id, owner)
+            self._require(actor, _WRITE[kind], record.owner_ref)
+            now = self.now()
+            grace_until = min(now + grace_seconds, record.expires_at) if grace_seconds else None
+            new = generate_token(kind)
+            rotated = self.store.rotate(
+                record.id,
+                kind,
+                digest=new.digest,
+                token_prefix=new.display_prefix,
+                expires_at=expires_at,
+                grace_until=grace_until,
+                now=now,
+            )
+        except Exception as exc:
+            if event is not None:
+                event.fail(exc)
+            raise
         self._forget(record.id)
+        if event is not None:
+            kept = rotated.previous_expires_at
+            event.success(meta={"graceUntil": kept, "tokenPrefix": rotated.token_prefix})
         return Issued(rotated, new.value, now)
 
     def revoke(
@@ -388,13 +454,23 @@ class TokenService:
         :raises NotFoundError: no such token.
         :raises ConflictError: already revoked.
         """
-        revoked_by = self._changer(actor)
-        record = self._load(kind, token_id, owner)
-        self._require(actor, _REVOKE[kind], record.owner_ref)
-        revoked = self.store.revoke(
-            record.id, kind, actor=revoked_by, reason=reason, now=self.now()
+        event = self._event(
+            events.REVOKE, actor, meta={"kind": kind, "tokenId": token_id[:36], "reason": reason}
         )
+        try:
+            revoked_by = self._changer(actor)
+            record = self._load(kind, token_id, owner)
+            self._require(actor, _REVOKE[kind], record.owner_ref)
+            revoked = self.store.revoke(
+                record.id, kind, actor=revoked_by, reason=reason, now=self.now()
+            )
+        except Exception as exc:
+            if event is not None:
+                event.fail(exc)
+            raise
         self._forget(record.id)
+        if event is not None:
+            event.success()
         return revoked
 
     def update(
@@ -412,27 +488,38 @@ class TokenService:
         :raises InputError: nothing to change, or a scope the token does not hold.
         :raises ConflictError: the token is revoked.
         """
-        updated_by = self._changer(actor)
-        if description is None and scopes is None:
-            raise InputError("Nothing to update: give description or scopes")
-        record = self._load(kind, token_id, owner)
-        self._require(actor, _WRITE[kind], record.owner_ref)
+        changes: dict[str, t.Any] = {}
+        if description is not None:
+            changes["description"] = True  # that it changed; the text is in the token
         if scopes is not None:
-            added = [s for s in scopes if s not in record.scopes]
-            if added:
-                raise InputError(f"scopes may only be narrowed; not held: {shown(added)}")
-        if record.revoked_at is not None:
-            raise ConflictError(f"Token '{record.id}' is revoked")
-        updated = self.store.update(
-            record.id,
-            kind,
-            description=description,
-            scopes=scopes,
-            actor=updated_by,
-            now=self.now(),
+            changes["scopes"] = list(scopes)
+        event = self._event(
+            events.UPDATE,
+            actor,
+            severity="medium",
+            meta={"kind": kind, "tokenId": token_id[:36], **changes},
         )
+        try:
+            self._changer(actor)
+            if description is None and scopes is None:
+                raise InputError("Nothing to update: give description or scopes")
+            record = self._load(kind, token_id, owner)
+            self._require(actor, _WRITE[kind], record.owner_ref)
+            if scopes is not None:
+                added = [s for s in scopes if s not in record.scopes]
+                if added:
+                    raise InputError(f"scopes may only be narrowed; not held: {shown(added)}")
+            if record.revoked_at is not None:
+                raise ConflictError(f"Token '{record.id}' is revoked")
+            updated = self.store.update(record.id, kind, description=description, scopes=scopes)
+        except Exception as exc:
+            if event is not None:
+                event.fail(exc)
+            raise
         if scopes is not None:
             self._forget(record.id)  # cached verifications carry the old restrictions
+        if event is not None:
+            event.success()
         return updated
 
     def report_leaked(self, values: t.Iterable[str]) -> int:
@@ -442,20 +529,48 @@ class TokenService:
         that is not one of ours (or fails its checksum) costs no query.
         """
         now = self.now()
+        unique = list(dict.fromkeys(values))
+        report = self._event(
+            events.LEAK_REPORT, None, severity="critical", meta={"reported": len(unique)}
+        )
         revoked: set[str] = set()
-        for value in dict.fromkeys(values):
-            if parse(value) is None:
-                continue
-            match, _ = self.store.find_by_digest(hash_token(value), value[:DISPLAY_PREFIX_LENGTH])
-            if match is None or match.record.id in revoked or not match.works(now):
-                continue  # unknown, counted already, or a rotated-out secret that no longer works
-            record = match.record
-            try:
-                self.store.revoke(
-                    record.id, record.kind, actor=LEAK_ACTOR, reason=LEAK_REASON, now=now
+        try:
+            for value in unique:
+                if parse(value) is None:
+                    continue
+                match, _ = self.store.find_by_digest(
+                    hash_token(value), value[:DISPLAY_PREFIX_LENGTH]
                 )
-            except (ConflictError, NotFoundError):
-                continue
-            self._forget(record.id)
-            revoked.add(record.id)
+                if match is None or match.record.id in revoked or not match.works(now):
+                    continue  # unknown, counted already, or a rotated-out secret no longer working
+                if self._revoke_leaked(match.record, now):
+                    revoked.add(match.record.id)
+        except Exception as exc:
+            if report is not None:
+                report.fail(exc, meta={"revoked": sorted(revoked)})
+            raise
+        if report is not None:
+            report.success(meta={"revoked": sorted(revoked)})
         return len(revoked)
+
+    def _revoke_leaked(self, record: TokenRecord, now: float) -> bool:
+        """Revoke a reported token, as its own ``access-token-revoke`` event."""
+        event = self._event(
+            events.REVOKE,
+            None,
+            meta={"kind": record.kind, "tokenId": record.id, "reason": LEAK_REASON},
+        )
+        try:
+            self.store.revoke(record.id, record.kind, actor=LEAK_ACTOR, reason=LEAK_REASON, now=now)
+        except (ConflictError, NotFoundError) as exc:
+            if event is not None:
+                event.fail(exc)
+            return False
+        except Exception as exc:
+            if event is not None:
+                event.fail(exc)
+            raise
+        self._forget(record.id)
+        if event is not None:
+            event.success()
+        return True

@@ -248,7 +248,7 @@ class SqlAccessTokenStore:
         expires_at: float,
         now: float,
     ) -> TokenRecord:
-        """Insert a token and its ``created`` event together.
+        """Insert a token (its audit event is the service's, see ``access_tokens.audit``).
 
         :raises ConflictError: the owner has an unrevoked token of that name.
         """
@@ -270,14 +270,6 @@ class SqlAccessTokenStore:
                         expires_at=to_datetime(expires_at),
                     )
                 )
-                self._insert_event(
-                    connection,
-                    token_id,
-                    "created",
-                    created_by,
-                    {"scopes": list(scopes), "expiresAt": expires_at},
-                    now,
-                )
         except sa.exc.IntegrityError:
             raise ConflictError(f"A token named '{name}' already exists for {owner_ref}") from None
         record = self.get(token_id, kind)
@@ -287,7 +279,7 @@ class SqlAccessTokenStore:
     def revoke(
         self, token_id: str, kind: TokenKind, *, actor: str, reason: str | None, now: float
     ) -> TokenRecord:
-        """Revoke a token (and its rotated-out secret) with a ``revoked`` event.
+        """Revoke a token (and its rotated-out secret).
 
         :raises NotFoundError: no such token.
         :raises ConflictError: already revoked.
@@ -313,7 +305,6 @@ class SqlAccessTokenStore:
                 if exists is None:
                     raise NotFoundError(f"No {kind} token with id '{token_id}'")
                 raise ConflictError(f"Token '{token_id}' is already revoked")
-            self._insert_event(connection, token_id, "revoked", actor, {"reason": reason}, now)
         record = self.get(token_id, kind)
         assert record is not None
         return record
@@ -327,7 +318,6 @@ class SqlAccessTokenStore:
         token_prefix: str,
         expires_at: float,
         grace_until: float | None,
-        actor: str,
         now: float,
     ) -> TokenRecord:
         """Give a token a new secret; the old one works until ``grace_until`` (or not at all).
@@ -361,14 +351,6 @@ class SqlAccessTokenStore:
                     else None,
                 )
             )
-            self._insert_event(
-                connection,
-                token_id,
-                "rotated",
-                actor,
-                {"graceUntil": grace_until if keep_old else None, "expiresAt": expires_at},
-                now,
-            )
         updated = self.get(token_id, kind)
         assert updated is not None
         return updated
@@ -380,10 +362,8 @@ class SqlAccessTokenStore:
         *,
         description: str | None,
         scopes: t.Sequence[str] | None,
-        actor: str,
-        now: float,
     ) -> TokenRecord:
-        """Change the description, or narrow the scopes, with an ``updated`` event."""
+        """Change the description, or narrow the scopes."""
         values: dict[str, t.Any] = {}
         if description is not None:
             values["description"] = description
@@ -399,12 +379,6 @@ class SqlAccessTokenStore:
             )
             if result.rowcount == 0:
                 raise NotFoundError(f"No active {kind} token with id '{token_id}'")
-            changes: dict[str, t.Any] = {}
-            if description is not None:
-                changes["description"] = True
-            if scopes is not None:
-                changes["scopes"] = list(scopes)
-            self._insert_event(connection, token_id, "updated", actor, changes, now)
         record = self.get(token_id, kind)
         assert record is not None
         return record

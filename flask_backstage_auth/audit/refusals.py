@@ -31,7 +31,7 @@ _MIN_SECRET = 8
 
 
 def _presented_secrets(request: Request) -> list[str]:
-    found = []
+    found: list[str] = []
     header = request.environ.get("HTTP_AUTHORIZATION")
     if header:
         found.extend(part for part in header.split() if len(part) >= _MIN_SECRET)

@@ -384,6 +384,4 @@ class RootAuditor:
             try:
                 sink(record)
             except Exception as exc:
-                logger.error(
-                    "An audit sink failed on %s (%s)", record.message, type(exc).__name__
-                )
+                logger.error("An audit sink failed on %s (%s)", record.message, type(exc).__name__)
