@@ -7,7 +7,9 @@ use pytest-flask's ``app`` fixture (or one of your own of that name):
 * ``backstage_service_token``: a real service token from the app's token manager;
 * ``backstage_service_headers``: the ``Authorization`` header for it;
 * ``backstage_user_headers``: a mock user's header (the app must accept mock
-  tokens, see :mod:`flask_backstage_auth.testing.mocks`).
+  tokens, see :mod:`flask_backstage_auth.testing.mocks`);
+* ``backstage_audit``: the app's audit events during the test
+  (:class:`~flask_backstage_auth.testing.audit.AuditCapture`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import typing as t
 
 import pytest
 
+from flask_backstage_auth.testing.audit import AuditCapture, capture_audit
 from flask_backstage_auth.testing.mocks import MockCredentials, bearer_header
 from flask_backstage_auth.testing.mocks import mock_credentials as _mock_credentials
 
@@ -47,3 +50,10 @@ def backstage_service_headers(backstage_service_token: str) -> dict[str, str]:
 def backstage_user_headers(mock_credentials: MockCredentials) -> dict[str, str]:
     """``Authorization`` header of the mock user ``user:default/mock``."""
     return mock_credentials.user_header()
+
+
+@pytest.fixture
+def backstage_audit(app: Flask) -> t.Iterator[AuditCapture]:
+    """Every audit event ``app`` logs during the test."""
+    with capture_audit(app) as capture:
+        yield capture
