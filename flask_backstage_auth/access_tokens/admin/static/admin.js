@@ -727,6 +727,8 @@
     rotated: "Rotated",
     updated: "Updated",
     used: "Used",
+    first_used: "First use",
+    old_secret_used: "Old secret used",
     failed_use: "Refused use",
     expired: "Expired"
   };
