@@ -13,6 +13,7 @@ from flask import Blueprint, Flask, jsonify
 
 from flask_backstage_auth import AuthBackend, BackstageAuth, get_credentials
 from flask_backstage_auth.access_tokens.audit import ROWS
+from flask_backstage_auth.access_tokens.extension import AccessTokens
 from flask_backstage_auth.access_tokens.format import DISPLAY_PREFIX_LENGTH
 from flask_backstage_auth.access_tokens.service import LEAK_ACTOR, LEAK_REASON
 from flask_backstage_auth.audit import AUDIT_LOGGER_NAME, AuditJsonFormatter, RootAuditor
@@ -27,6 +28,7 @@ from flask_backstage_auth.permissions import (
 )
 from flask_backstage_auth.testing.audit import AuditCapture, capture_audit
 from tests.access_token_app import ALICE, TEAM, Clock, bearer, build, user_token
+from tests.test_access_tokens_usage import MakeApp, database_uri, make_app  # noqa: F401
 
 SERVICE = "/api/access-tokens/service"
 CATALOG = "/api/catalog/entities"
@@ -171,14 +173,18 @@ def test_a_refused_change_is_a_failed_event() -> None:
     }
 
 
-def test_the_audit_table_rows_are_the_events() -> None:
-    clock = Clock()
-    app = build(clock)
+def test_the_audit_table_rows_are_the_events(request: pytest.FixtureRequest) -> None:
+    make: MakeApp = request.getfixturevalue("make_app")  # SQLite file and PostgreSQL
+    app = make()  # a database other threads write: uses are written in the background
+    clock = t.cast(Clock, BackstageAuth.state(app).clock)
     client = app.test_client()
     admin = bearer(user_token(app))
+    store = AccessTokens.state(app).store
     with capture_audit(app) as audit:
         created = create_token(app)
         raw, token_id = created["rawToken"], created["token"]["id"]
+        with app.app_context():  # a change's row is written at once, in the request
+            assert [e.event for e in store.events(token_id)] == ["created"]
         assert use(app, raw) == 200
         clock.now += 1
         rotated = client.post(
