@@ -173,9 +173,9 @@ def test_a_refused_change_is_a_failed_event() -> None:
     }
 
 
-def test_the_audit_table_rows_are_the_events(request: pytest.FixtureRequest) -> None:
-    make: MakeApp = request.getfixturevalue("make_app")  # SQLite file and PostgreSQL
-    app = make()  # a database other threads write: uses are written in the background
+# make_app: on a SQLite file and on PostgreSQL, where uses are written in the background.
+def test_the_audit_table_rows_are_the_events(make_app: MakeApp) -> None:  # noqa: F811
+    app = make_app()
     clock = t.cast(Clock, BackstageAuth.state(app).clock)
     client = app.test_client()
     admin = bearer(user_token(app))
