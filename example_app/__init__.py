@@ -93,7 +93,14 @@ def create_app(config: t.Mapping[str, t.Any] | None = None, *, clock: Clock = ti
     app.config.setdefault("SQLALCHEMY_DATABASE_URI", _database_url(app, backstage))
     db = SQLAlchemy()
     db.init_app(app)
-    development = bool(app.debug or app.testing or app.config.get("BACKSTAGE_AUTH_DEVELOPMENT"))
+    # example.development: true in app-config.yaml, false in the production layer;
+    # absent (another config), the library's rule: app.debug or app.testing.
+    if backstage.has("example.development"):
+        app.config.setdefault(
+            "BACKSTAGE_AUTH_DEVELOPMENT", backstage.get_bool("example.development")
+        )
+    setting = app.config.get("BACKSTAGE_AUTH_DEVELOPMENT")
+    development = bool(app.debug or app.testing) if setting is None else bool(setting)
     policy = ExamplePolicy(backstage.get("accessTokens.admins", []) or [], development=development)
     # Plugin keys and access tokens live in the database, shared by every instance.
     BackstageAuth(app, db=db, clock=clock, permission_policy=policy)

@@ -467,15 +467,16 @@ def token_verifier_service(
 ) -> TokenVerifier:
     """Every token kind, in Backstage's order: plugin tokens, user tokens, then
     external access (mock tokens first, in tests only)."""
-    first_party: list[TokenHandler] = []
+    names: dict[TokenHandler, str] = {}
     if settings.accept_mock_tokens:
-        first_party.append(verify_mock_token)
-    first_party.append(plugin_token_handler(plugin_tokens))
-    first_party.append(user_token_handler(user_tokens))
+        names[verify_mock_token] = "mock token"
+    names[plugin_token_handler(plugin_tokens)] = "plugin token"
+    names[user_token_handler(user_tokens)] = "user token"
     return TokenVerifier(
-        first_party,
+        list(names),
         external_access,
         clock=clock,
         cache_size=settings.cache_size,
         cache_ttl=settings.cache_ttl,
+        names=names,
     )

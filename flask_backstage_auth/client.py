@@ -7,6 +7,10 @@
     # legacy: a service token from the token manager
     session = plugin_session(token_manager)
     session.get(f"{discovery.get_base_url('catalog')}/entities", timeout=10)
+
+    # in an ``async def`` view: an httpx.AsyncClient with the same token handling
+    async with plugin_async_client(auth=auth, target_plugin_id="catalog") as client:
+        await client.get(f"{discovery.get_base_url('catalog')}/entities")
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import typing as t
 
 if t.TYPE_CHECKING:  # pragma: no cover
+    import httpx
     import requests
 
     from flask_backstage_auth.auth.service import AuthService
@@ -77,6 +82,27 @@ class PluginRequestAuth(BearerTokenAuth):
         super().__init__(get_token)
 
 
+def bearer_auth(
+    token_manager: TokenManager | None = None,
+    *,
+    auth: AuthService | None = None,
+    target_plugin_id: str | None = None,
+    on_behalf_of: Credentials | t.Callable[[], Credentials] | None = None,
+) -> BearerTokenAuth:
+    """The token source of :func:`plugin_session` and :func:`plugin_async_client`.
+
+    :raises TypeError: neither or both of ``token_manager`` and ``auth``, or
+        ``auth`` without ``target_plugin_id``.
+    """
+    if auth is not None:
+        if token_manager is not None or target_plugin_id is None:
+            raise TypeError("give auth with target_plugin_id, or a token_manager alone")
+        return PluginRequestAuth(auth, target_plugin_id, on_behalf_of)
+    if token_manager is not None:
+        return TokenManagerAuth(token_manager)
+    raise TypeError("give a token_manager, or auth and target_plugin_id")
+
+
 def plugin_session(
     token_manager: TokenManager | None = None,
     *,
@@ -89,15 +115,47 @@ def plugin_session(
     Give either a ``token_manager`` (legacy service tokens), or ``auth`` and
     ``target_plugin_id`` (plugin request tokens).
     """
+    source = bearer_auth(
+        token_manager, auth=auth, target_plugin_id=target_plugin_id, on_behalf_of=on_behalf_of
+    )
     import requests  # only where sessions are made: importing the package stays lean
 
     session = requests.Session()
-    if auth is not None:
-        if token_manager is not None or target_plugin_id is None:
-            raise TypeError("give auth with target_plugin_id, or a token_manager alone")
-        session.auth = PluginRequestAuth(auth, target_plugin_id, on_behalf_of)
-    elif token_manager is not None:
-        session.auth = TokenManagerAuth(token_manager)
-    else:
-        raise TypeError("give a token_manager, or auth and target_plugin_id")
+    session.auth = source
     return session
+
+
+#: The default timeout of :func:`plugin_async_client` (seconds, each phase).
+ASYNC_CLIENT_TIMEOUT = 10.0
+
+
+def plugin_async_client(
+    token_manager: TokenManager | None = None,
+    *,
+    auth: AuthService | None = None,
+    target_plugin_id: str | None = None,
+    on_behalf_of: Credentials | t.Callable[[], Credentials] | None = None,
+    timeout: float = ASYNC_CLIENT_TIMEOUT,
+    **client_options: t.Any,
+) -> httpx.AsyncClient:
+    """An ``httpx.AsyncClient`` that authenticates every call, for ``async def``
+    views: the same arguments and token handling as :func:`plugin_session`.
+
+    Needs ``httpx`` (``pip install httpx``). A fresh token is made for each
+    request; ``on_behalf_of=get_credentials`` forwards the current caller, which
+    works inside an async view (the request context is copied into it).
+    ``client_options`` go to ``httpx.AsyncClient``.
+    """
+    source = bearer_auth(
+        token_manager, auth=auth, target_plugin_id=target_plugin_id, on_behalf_of=on_behalf_of
+    )
+    import httpx  # only where clients are made
+
+    async def add_token(request: httpx.Request) -> None:
+        token = source.get_token()
+        if token:
+            request.headers["Authorization"] = f"Bearer {token}"
+
+    hooks = client_options.pop("event_hooks", {})
+    hooks = {**hooks, "request": [add_token, *hooks.get("request", [])]}
+    return httpx.AsyncClient(timeout=timeout, event_hooks=hooks, **client_options)

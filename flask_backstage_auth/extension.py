@@ -96,7 +96,11 @@ class BackstageAuth:
 
     @staticmethod
     def register_token_handler(
-        handler: TokenHandler, *, stage: HandlerStage = "late", app: Flask | None = None
+        handler: TokenHandler,
+        *,
+        stage: HandlerStage = "late",
+        app: Flask | None = None,
+        name: str | None = None,
     ) -> None:
         """Have the app's ``auth`` services try ``handler`` for bearer tokens.
 
@@ -109,9 +113,10 @@ class BackstageAuth:
         registers). In registration order within a stage.
 
         :param app: default: the current app.
+        :param name: how ``flask backstage-auth verify-token`` names it.
         :raises ValueError: an unknown stage.
         """
-        BackstageAuth.state(app).verifier.register_handler(handler, stage=stage)
+        BackstageAuth.state(app).verifier.register_handler(handler, stage=stage, name=name)
 
     @staticmethod
     def use_user_token_keys(key_set: KeySet, *, app: Flask | None = None) -> None:

@@ -418,6 +418,26 @@ def test_patch_cannot_widen(client: FlaskClient) -> None:
     )
 
 
+def test_patch_renames(client: FlaskClient) -> None:
+    created = create(client, name="old-name")
+    raw, token_id = created["rawToken"], created["token"]["id"]
+    create(client, name="taken")
+    renamed = client.patch(f"{SERVICE}/{token_id}", json={"name": "new-name"}, headers=user())
+    assert renamed.status_code == 200, renamed.get_data(as_text=True)
+    assert renamed.get_json()["name"] == "new-name"
+    assert client.get("/api/catalog/entities", headers=bearer_header(raw)).status_code == 200
+    taken = client.patch(f"{SERVICE}/{token_id}", json={"name": "taken"}, headers=user())
+    assert taken.status_code == 409
+    assert error_of(taken)[1] == "A token named 'taken' already exists for its owner"
+    for bad in ("Upper", "with space", "", 7, "x" * 101):
+        assert_input_error(
+            client.patch(f"{SERVICE}/{token_id}", json={"name": bad}, headers=user()), "name"
+        )
+    events = client.get(f"{SERVICE}/{token_id}/audit", headers=user()).get_json()["events"]
+    changes = [e for e in events if e["event"] != "first_used"]  # the use after the rename
+    assert changes[0]["event"] == "updated" and changes[0]["metadata"] == {"name": "new-name"}
+
+
 def test_patch_revoked_token_conflicts(client: FlaskClient) -> None:
     token_id = create(client)["token"]["id"]
     client.delete(f"{SERVICE}/{token_id}", headers=user())
@@ -636,7 +656,7 @@ def test_rotate_revoked_or_expired_conflicts(client: FlaskClient, clock: FakeClo
 
 def test_status_filters(client: FlaskClient, clock: FakeClock) -> None:
     active = create(client, name="active", expiresInDays=300)["token"]["id"]
-    expiring = create(client, name="expiring", expiresInDays=10)["token"]["id"]
+    expiring = create(client, name="expiring", expiresInDays=5)["token"]["id"]  # within 7 days
     expired = create(client, name="expired", expiresInDays=1)["token"]["id"]
     revoked = create(client, name="revoked")["token"]["id"]
     client.delete(f"{SERVICE}/{revoked}", headers=user())

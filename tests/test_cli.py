@@ -2,10 +2,9 @@ from __future__ import annotations
 
 import base64
 
-import pytest
 from flask import Flask
 
-from flask_backstage_auth import ServerTokenManager
+from flask_backstage_auth import BackstageAuth, ServerTokenManager
 from flask_backstage_auth.cli import cli
 from tests.conftest import new_secret
 
@@ -42,30 +41,28 @@ def test_minted_token_is_accepted_by_the_configured_keys() -> None:
 def test_verify_token_valid_and_invalid() -> None:
     secret = new_secret()
     app = make_app([secret])
+    BackstageAuth(app)
     runner = app.test_cli_runner()
     token = runner.invoke(args=["backstage-auth", "mint-token"]).output.strip()
     result = runner.invoke(args=["backstage-auth", "verify-token", token])
-    assert result.exit_code == 0
-    assert "valid: sub=backstage-server" in result.output
+    assert result.exit_code == 0, result.output
+    assert "valid: accepted by externalAccess legacy (backend.auth.keys[0])" in result.output
+    assert "principal: service external:backstage-plugin" in result.output
 
-    other = make_app([new_secret()]).test_cli_runner()
+    other_app = make_app([new_secret()])
+    BackstageAuth(other_app)
+    other = other_app.test_cli_runner()
     result = other.invoke(args=["backstage-auth", "verify-token", token])
     assert result.exit_code == 1
-    assert "invalid: Invalid server token" in result.output
-    assert "signature verification failed" in result.output
+    assert "invalid: Illegal token (no handler recognised it)" in result.output
 
     result = other.invoke(args=["backstage-auth", "verify-token", "-"], input="not-a-token\n")
     assert result.exit_code == 1
-    assert "not a compact JWS" in result.output
+    assert "hint: neither a JWS" in result.output
 
 
-@pytest.mark.parametrize("command", ["mint-token", "verify-token"])
-def test_token_commands_need_configured_keys(command: str) -> None:
-    result = (
-        make_app(None)
-        .test_cli_runner()
-        .invoke(args=["backstage-auth", command, "x"][: 2 if command == "mint-token" else 3])
-    )
+def test_mint_token_needs_configured_keys() -> None:
+    result = make_app(None).test_cli_runner().invoke(args=["backstage-auth", "mint-token"])
     assert result.exit_code != 0
     assert "backend.auth.keys" in result.output
 

@@ -165,7 +165,9 @@ def test_every_reader_gets_the_barriers_credentials_from_one_authentication(
     app: Flask, client: FlaskClient, monkeypatch: pytest.MonkeyPatch, kind: str, scheme: str
 ) -> None:
     token = user_token(app) if kind == "user" else STATIC_TOKEN
-    authentications = Counter(monkeypatch, BackstageAuth.state(app).auth("catalog"), "authenticate")
+    authentications = Counter(
+        monkeypatch, BackstageAuth.state(app).auth("catalog"), "authenticate_entry"
+    )
     response = client.get("/api/catalog/things", headers=bearer(token, scheme))
     assert response.status_code == 200, response.get_data(as_text=True)
     body = response.get_json()

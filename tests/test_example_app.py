@@ -187,6 +187,7 @@ def test_production_config_drops_the_development_token(monkeypatch: pytest.Monke
         os.pathsep.join([str(HERE / "app-config.yaml"), str(HERE / "app-config.production.yaml")]),
     )
     monkeypatch.setenv("BACKEND_SECRET", new_secret())
+    monkeypatch.setenv("CATALOG_READER_TOKEN", new_secret())
     client = create_app().test_client()
     assert client.get("/api/catalog/entities", headers=STATIC).status_code == 401
 

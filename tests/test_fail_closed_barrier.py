@@ -103,7 +103,7 @@ class TestAnUnexpectedErrorFailsClosed:
             tokens.append(token)
             raise RuntimeError(f"boom {token}")
 
-        monkeypatch.setattr(AuthService, "authenticate", boom)
+        monkeypatch.setattr(AuthService, "authenticate_entry", boom)
         return tokens
 
     @pytest.mark.parametrize("method", ["GET", "POST", "DELETE"])

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import base64
 import os
-import time
 import typing as t
 
 import pytest
@@ -449,18 +448,31 @@ def test_compat_services_over_the_token_manager_refuse_restricted_keys(
             adapters.auth.authenticate(mint(old_secrets[name], clock))
 
 
-def test_the_cli_verifies_with_unrestricted_keys_only(
+def test_the_cli_shows_a_restricted_keys_restrictions(
     clock: FakeClock, old_secrets: dict[str, str]
 ) -> None:
+    """verify-token runs the barrier's verifier: a restricted key's token is valid,
+    with its restrictions, and refused by the plugins outside them."""
     app = old_app(clock, old_secrets, old_guards_itself=True)
     app.cli.add_command(cli)
     runner = app.test_cli_runner()
-    restricted = mint(old_secrets["old_ro"], time.time)  # the CLI reads the system clock
-    result: Result = runner.invoke(args=["backstage-auth", "verify-token", restricted])
+    restricted = mint(old_secrets["old_ro"], clock)
+    result: Result = runner.invoke(
+        args=["backstage-auth", "verify-token", restricted, "--plugin", OLD, "--plugin", "catalog"]
+    )
     assert result.exit_code == 1
-    assert "invalid" in result.output
-    minted = runner.invoke(args=["backstage-auth", "mint-token"]).output.strip()
-    assert runner.invoke(args=["backstage-auth", "verify-token", minted]).exit_code == 0
+    assert "valid: accepted by externalAccess legacy (backend.auth.keys[2])" in result.output
+    assert f'restrictions: only {OLD} {{"permissionAttributes": {{"action": ["read"]}}}}' in (
+        result.output
+    )
+    assert f"plugin {OLD}: accepted" in result.output
+    assert "plugin catalog: refused (403" in result.output
+    result = runner.invoke(
+        args=["backstage-auth", "verify-token", mint(old_secrets["open"], clock)]
+    )
+    assert result.exit_code == 0
+    assert "valid: accepted by externalAccess legacy (backend.auth.keys[1])" in result.output
+    assert "restrictions: none (every plugin)" in result.output
 
 
 # -- users through identity_from_auth ------------------------------------------------

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 import typing as t
 from pathlib import Path
 
@@ -47,7 +46,6 @@ from flask_backstage_auth.db.storage import (
     metadata,
     migrations_path,
     public_keys_table,
-    versions_path,
 )
 from flask_backstage_auth.errors import ServiceUnavailableError
 from tests.conftest import _pg_url_in
@@ -406,7 +404,6 @@ def test_migrations_are_shipped() -> None:
     root = Path(migrations_path())
     assert (root / "env.py").is_file()
     assert (root / "script.py.mako").is_file()
-    assert Path(versions_path()) == root / "versions"
     assert (root / "versions" / "0001_public_keys.py").is_file()
     scripts = ScriptDirectory.from_config(alembic_config())
     assert scripts.get_heads() == [HEAD]
@@ -468,83 +465,6 @@ def test_migrations_run_from_a_url(tmp_path: Path) -> None:
         assert _schema_differences(engine) == []
     finally:
         engine.dispose()
-
-
-APP_ENV = """
-from alembic import context
-
-config = context.config
-context.configure(
-    connection=config.attributes["connection"],
-    target_metadata=config.attributes["target_metadata"],
-    include_name=config.attributes.get("include_name"),
-)
-with context.begin_transaction():
-    context.run_migrations()
-"""
-
-APP_REVISION = """
-import sqlalchemy as sa
-from alembic import op
-
-revision = "app_0001"
-down_revision = None
-branch_labels = None
-depends_on = None
-
-
-def upgrade():
-    op.create_table("app_users", sa.Column("id", sa.Integer, primary_key=True))
-
-
-def downgrade():
-    op.drop_table("app_users")
-"""
-
-
-def test_migrations_in_an_apps_version_locations(migration_engine: Engine, tmp_path: Path) -> None:
-    """As with Flask-Migrate: the app's environment, its ``alembic_version``, our branch."""
-    engine = migration_engine
-    app_dir = tmp_path / "app_migrations"
-    (app_dir / "versions").mkdir(parents=True)
-    (app_dir / "env.py").write_text(APP_ENV)
-    (app_dir / "versions" / "app_0001.py").write_text(APP_REVISION)
-    app_metadata = sa.MetaData()
-    sa.Table("app_users", app_metadata, sa.Column("id", sa.Integer, primary_key=True))
-
-    def migrate(action: t.Callable[[Config], None]) -> None:
-        with engine.begin() as connection:
-            config = Config()
-            config.set_main_option("script_location", str(app_dir))
-            config.set_main_option("path_separator", "os")
-            config.set_main_option("version_path_separator", "os")
-            config.set_main_option(
-                "version_locations", os.pathsep.join([str(app_dir / "versions"), versions_path()])
-            )
-            config.attributes.update(
-                connection=connection,
-                target_metadata=app_metadata,
-                include_name=alembic_include_name,
-            )
-            action(config)
-
-    migrate(lambda config: command.upgrade(config, "heads"))
-    assert {"app_users", TABLE, "alembic_version"} <= table_names(engine)
-    assert VERSION_TABLE not in table_names(engine)
-    assert _applied(engine, "alembic_version") == {"app_0001", HEAD}
-
-    with engine.connect() as connection:
-        context = MigrationContext.configure(connection)
-        assert TABLE in {d[1].name for d in compare_metadata(context, app_metadata)}
-        context = MigrationContext.configure(
-            connection, opts={"include_name": alembic_include_name}
-        )
-        assert compare_metadata(context, app_metadata) == []
-
-    migrate(lambda config: command.downgrade(config, f"{BRANCH_LABEL}@base"))
-    assert TABLE not in table_names(engine)
-    assert "app_users" in table_names(engine)
-    assert _applied(engine, "alembic_version") == {"app_0001"}
 
 
 def test_alembic_include_name() -> None:

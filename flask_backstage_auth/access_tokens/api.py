@@ -310,8 +310,9 @@ class _Kind:
             body.get("description"), "description", max_length=MAX_DESCRIPTION
         )
         scopes = None if body.get("scopes") is None else scope_list(body["scopes"])
+        name = None if body.get("name") is None else validate_name(body["name"])
         record = self.service.update(
-            caller, self.kind, id, owner=owner, description=description, scopes=scopes
+            caller, self.kind, id, owner=owner, description=description, scopes=scopes, name=name
         )
         return jsonify(token_to_dict(record, self.service.now()))
 

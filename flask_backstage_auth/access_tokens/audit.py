@@ -49,7 +49,7 @@ class Row:
 ROWS: dict[str, Row] = {
     CREATE: Row("succeeded", "created", ("scopes", "expiresAt")),
     ROTATE: Row("succeeded", "rotated", ("graceUntil", "expiresAt")),
-    UPDATE: Row("succeeded", "updated", ("description", "scopes")),
+    UPDATE: Row("succeeded", "updated", ("name", "description", "scopes")),
     REVOKE: Row("succeeded", "revoked", ("reason",)),
     FIRST_USE: Row("succeeded", "first_used", (), use=True),
     OLD_SECRET_USE: Row("succeeded", "old_secret_used", (), use=True),

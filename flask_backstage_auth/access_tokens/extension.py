@@ -96,7 +96,10 @@ class AccessTokens:
             usage_context=app.app_context,
         )
         BackstageAuth.register_token_handler(
-            lambda token: state.authenticator(token.token), stage="late", app=app
+            lambda token: state.authenticator(token.token),
+            stage="late",
+            app=app,
+            name="access token",
         )
         app.extensions[EXTENSION_KEY] = state
         if self._register_blueprint:

@@ -482,13 +482,16 @@ class TokenService:
         owner: str | None = None,
         description: str | None = None,
         scopes: t.Sequence[str] | None = None,
+        name: str | None = None,
     ) -> TokenRecord:
-        """Change the description, or narrow the scopes (never widen them).
+        """Rename, change the description, or narrow the scopes (never widen them).
 
         :raises InputError: nothing to change, or a scope the token does not hold.
-        :raises ConflictError: the token is revoked.
+        :raises ConflictError: the token is revoked, or the name is taken.
         """
         changes: dict[str, t.Any] = {}
+        if name is not None:
+            changes["name"] = name
         if description is not None:
             changes["description"] = True  # that it changed; the text is in the token
         if scopes is not None:
@@ -501,8 +504,8 @@ class TokenService:
         )
         try:
             self._changer(actor)
-            if description is None and scopes is None:
-                raise InputError("Nothing to update: give description or scopes")
+            if name is None and description is None and scopes is None:
+                raise InputError("Nothing to update: give name, description or scopes")
             record = self._load(kind, token_id, owner)
             self._require(actor, _WRITE[kind], record.owner_ref)
             if scopes is not None:
@@ -511,7 +514,9 @@ class TokenService:
                     raise InputError(f"scopes may only be narrowed; not held: {shown(added)}")
             if record.revoked_at is not None:
                 raise ConflictError(f"Token '{record.id}' is revoked")
-            updated = self.store.update(record.id, kind, description=description, scopes=scopes)
+            updated = self.store.update(
+                record.id, kind, description=description, scopes=scopes, name=name
+            )
         except Exception as exc:
             if event is not None:
                 event.fail(exc)

@@ -36,8 +36,9 @@ EVENTS = access_token_events_table
 
 #: Status values, as the list endpoint filters them.
 Status = t.Literal["active", "expiring", "expired", "revoked"]
-#: A token is "expiring" in its last 30 days (it is still active).
-EXPIRING_WINDOW = 30 * 86400
+#: A token is "expiring" in its last 7 days (it is still active): a warning
+#: that needs acting on soon, not a label every 30-day token wears from birth.
+EXPIRING_WINDOW = 7 * 86400
 
 
 _SEQUENCE = itertools.count()
@@ -362,23 +363,34 @@ class SqlAccessTokenStore:
         *,
         description: str | None,
         scopes: t.Sequence[str] | None,
+        name: str | None = None,
     ) -> TokenRecord:
-        """Change the description, or narrow the scopes."""
+        """Rename, change the description, or narrow the scopes.
+
+        :raises ConflictError: another token of the owner has that name.
+        """
         values: dict[str, t.Any] = {}
+        if name is not None:
+            values["name"] = name
         if description is not None:
             values["description"] = description
         if scopes is not None:
             values["scopes"] = json.dumps(list(scopes))
-        with self._transaction("update the token") as connection:
-            result = connection.execute(
-                TOKENS.update()
-                .where(
-                    TOKENS.c.id == token_id, TOKENS.c.kind == kind, TOKENS.c.revoked_at.is_(None)
+        try:
+            with self._transaction("update the token") as connection:
+                result = connection.execute(
+                    TOKENS.update()
+                    .where(
+                        TOKENS.c.id == token_id,
+                        TOKENS.c.kind == kind,
+                        TOKENS.c.revoked_at.is_(None),
+                    )
+                    .values(**values)
                 )
-                .values(**values)
-            )
-            if result.rowcount == 0:
-                raise NotFoundError(f"No active {kind} token with id '{token_id}'")
+                if result.rowcount == 0:
+                    raise NotFoundError(f"No active {kind} token with id '{token_id}'")
+        except sa.exc.IntegrityError:
+            raise ConflictError(f"A token named '{name}' already exists for its owner") from None
         record = self.get(token_id, kind)
         assert record is not None
         return record

@@ -19,7 +19,11 @@ import threading
 import typing as t
 from dataclasses import dataclass, replace
 
-from flask_backstage_auth.auth.external.handler import ExternalAccess, RestrictionsByPlugin
+from flask_backstage_auth.auth.external.handler import (
+    ExternalAccess,
+    ExternalAccessEntry,
+    RestrictionsByPlugin,
+)
 from flask_backstage_auth.auth.jose import PeekedToken, peek
 from flask_backstage_auth.auth.plugin.handler import PluginTokenHandler
 from flask_backstage_auth.auth.user.handler import UserTokenHandler, create_limited_user_token
@@ -87,6 +91,28 @@ HANDLER_STAGES: tuple[HandlerStage, ...] = ("first-party", "late")
 
 
 @dataclass(frozen=True)
+class Explanation:
+    """Which handler accepted a token (:meth:`TokenVerifier.explain`)."""
+
+    #: The handler: ``plugin token``, ``user token``, ``externalAccess static
+    #: (backend.auth.externalAccess[1])``, the name of a registered handler...
+    handler: str
+    verified: VerifiedToken
+
+
+class TokenRefused(AuthenticationError):
+    """401 from :meth:`TokenVerifier.explain`, naming the handler that refused.
+
+    ``handler`` is ``None`` when no handler recognised the token.
+    """
+
+    def __init__(self, description: str, handler: str | None, tried: tuple[str, ...]) -> None:
+        super().__init__(description)
+        self.handler = handler
+        self.tried = tried
+
+
+@dataclass(frozen=True)
 class PluginRequestToken:
     """The result of :meth:`AuthService.get_plugin_request_token`."""
 
@@ -101,6 +127,10 @@ class LimitedUserToken:
     expires_at: float
 
 
+# In an explain() trace: every handler said the token is not of its kind.
+_NO_HANDLER = object()
+
+
 class TokenVerifier:
     """Runs the handlers in order, with a bounded cache of successes.
 
@@ -108,6 +138,7 @@ class TokenVerifier:
     restrictions, limited tokens) happen in :class:`AuthService`.
 
     :param handlers: the built-in first-party handlers, in order.
+    :param names: what :meth:`explain` calls some of them (``plugin token``).
     """
 
     def __init__(
@@ -118,8 +149,10 @@ class TokenVerifier:
         clock: Clock = system_clock,
         cache_size: int = 10_000,
         cache_ttl: float = 60,
+        names: t.Mapping[TokenHandler, str] | None = None,
     ) -> None:
         self.external_access = external_access
+        self._names: dict[TokenHandler, str] = dict(names or {})
         # Replaced, never changed in place: a verification in another thread
         # iterates over the tuple it started with.
         self._first_party: tuple[TokenHandler, ...] = tuple(handlers)
@@ -130,15 +163,20 @@ class TokenVerifier:
         self._cache: dict[str, VerifiedEntry] = {}
         self._lock = threading.Lock()
 
-    def register_handler(self, handler: TokenHandler, *, stage: HandlerStage = "late") -> None:
+    def register_handler(
+        self, handler: TokenHandler, *, stage: HandlerStage = "late", name: str | None = None
+    ) -> None:
         """Try ``handler`` for every token not yet recognised, at ``stage``.
 
         Within a stage, handlers run in the order they were registered.
         ``"first-party"`` handlers run after plugin and user tokens, before
         ``externalAccess``; ``"late"`` handlers after the legacy keys.
+        ``name`` is what :meth:`explain` calls it (default: its ``__qualname__``).
 
         :raises ValueError: an unknown stage.
         """
+        if name is not None:
+            self._names[handler] = name
         if stage == "first-party":
             self._first_party = (*self._first_party, handler)
         elif stage == "late":
@@ -171,37 +209,74 @@ class TokenVerifier:
         if self._cache_size and until > now:
             with self._lock:
                 if len(self._cache) >= self._cache_size:
-                    self._cache.pop(next(iter(self._cache)), None)
+                    self._kill(self._cache.pop(next(iter(self._cache)), None))
                 self._cache[token] = entry
         return entry
 
     def _verify_uncached(self, token: str) -> VerifiedToken:
+        return self._run(token, None)[1]
+
+    def explain(self, token: str) -> Explanation:
+        """Verify ``token`` as :meth:`verify` does, bypassing the cache, and say
+        which handler accepted it (for ``flask backstage-auth verify-token``).
+
+        :raises TokenRefused: the token is not valid; names the handler that
+            refused it, or the handlers tried when none recognised it.
+        """
+        trace: list[object] = []
+        try:
+            source, verified = self._run(token, trace)
+        except AuthenticationError as exc:
+            unrecognised = not trace or trace[-1] is _NO_HANDLER
+            tried = tuple(self._describe(item) for item in trace if item is not _NO_HANDLER)
+            refused_by = None if unrecognised else tried[-1]
+            raise TokenRefused(str(exc.description), refused_by, tried) from exc
+        return Explanation(self._describe(source), verified)
+
+    def _describe(self, source: object) -> str:
+        if isinstance(source, ExternalAccessEntry):
+            return f"externalAccess {source.handler.type} ({source.path})"
+        if source is self.external_access:
+            return "externalAccess"
+        name = self._names.get(t.cast(TokenHandler, source))
+        return name or str(getattr(source, "__qualname__", type(source).__name__))
+
+    def _run(self, token: str, trace: list[object] | None) -> tuple[object, VerifiedToken]:
+        """The handlers in order; ``trace`` (when given) gets each one tried."""
         if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_LENGTH:
             raise AuthenticationError("Illegal token")
         peeked = peek(token)
         try:
             for handler in self._first_party:
+                if trace is not None:
+                    trace.append(handler)
                 verified = handler(peeked)
                 if verified is not None:
-                    return verified
-            external = self.external_access.verify(peeked)
+                    return handler, verified
+            if trace is not None:
+                trace.append(self.external_access)
+            external = self.external_access.verify_entry(peeked)
             if external is None:
                 for handler in self._late:
+                    if trace is not None:
+                        trace.append(handler)
                     verified = handler(peeked)
                     if verified is not None:
-                        return verified
+                        return handler, verified
         except BackstageError:
             raise
         except Exception as exc:  # a handler bug must never open a route
             logger.exception("Token verification failed unexpectedly")
             raise AuthenticationError("Illegal token") from exc
         if external is None:
+            if trace is not None:
+                trace.append(_NO_HANDLER)
             raise AuthenticationError("Illegal token")
-        result, restrictions = external
-        return VerifiedToken(
+        entry, result = external
+        return entry, VerifiedToken(
             ServicePrincipal(result.subject),
             expires_at=result.expires_at,
-            restrictions=restrictions,
+            restrictions=entry.restrictions,
         )
 
     def forget_revocation_id(self, revocation_id: str) -> None:
@@ -213,17 +288,26 @@ class TokenVerifier:
                 if entry.verified.revocation_id == revocation_id
             ]
             for token in stale:
-                self._cache.pop(token, None)
+                self._kill(self._cache.pop(token, None))
 
     def forget(self, token: str) -> None:
         """Drop one token from the cache (after a revocation)."""
         with self._lock:
-            self._cache.pop(token, None)
+            self._kill(self._cache.pop(token, None))
 
     def clear(self) -> None:
         """Drop every cached verification."""
         with self._lock:
+            for entry in self._cache.values():
+                self._kill(entry)
             self._cache.clear()
+
+    @staticmethod
+    def _kill(entry: VerifiedEntry | None) -> None:
+        # Whoever still holds the entry (the ``http_auth`` services' index of
+        # recent headers) sees it expired.
+        if entry is not None:
+            entry.until = float("-inf")
 
 
 def plugin_token_handler(handler: PluginTokenHandler) -> TokenHandler:
@@ -305,6 +389,10 @@ class AuthService:
     ) -> None:
         self.plugin_id = plugin_id
         self._verifier = verifier
+        #: The clock the verifier's cache entries are timed by, and its size
+        #: (``0``: no cache).
+        self.clock: Clock = verifier._clock
+        self.cache_size: int = verifier._cache_size
         self._token_manager = token_manager
         self._plugin_tokens = plugin_tokens
         self._default_policy_disabled = default_policy_disabled
@@ -318,13 +406,20 @@ class AuthService:
         :raises NotAllowedError: 403, the token's access restrictions do not
             include this plugin.
         """
+        return self.authenticate_entry(token, allow_limited_access=allow_limited_access)[1]
+
+    def authenticate_entry(
+        self, token: str, *, allow_limited_access: bool = False
+    ) -> tuple[VerifiedEntry, Credentials]:
+        """:meth:`authenticate`, with the verifier's cache entry the credentials
+        came from (alive while ``clock() < entry.until``; revocation ends it)."""
         entry = self._verifier.entry(token)
         verified = entry.verified
         if verified.limited and not allow_limited_access:
             raise AuthenticationError("Illegal limited user token")
         credentials = entry.credentials.get(self.plugin_id)
         if credentials is not None:
-            return credentials
+            return entry, credentials
         if verified.audiences is not None and self.plugin_id not in verified.audiences:
             raise AuthenticationError("Failed plugin token verification")
         principal = verified.principal
@@ -343,7 +438,7 @@ class AuthService:
             all_access_restrictions=verified.restrictions,
         )
         entry.credentials[self.plugin_id] = credentials
-        return credentials
+        return entry, credentials
 
     def get_none_credentials(self) -> Credentials:
         return NONE_CREDENTIALS

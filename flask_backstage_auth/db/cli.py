@@ -6,10 +6,13 @@ its default bind) when there is one, else ``BACKSTAGE_AUTH_DATABASE_URI``.
 (``backstage_auth``) on its own, recorded in ``backstage_auth_alembic_version``;
 ``create`` makes the tables without Alembic.
 
-Apps using Flask-Migrate may instead add
-``flask_backstage_auth.db.storage.versions_path()`` to their
-``version_locations`` and run ``flask db upgrade heads``; use one way or the
-other for a given database, not both.
+Apps using Flask-Migrate call
+:func:`flask_backstage_auth.db.flask_migrate.init_flask_migrate`, after which
+``flask db upgrade`` runs the same branch, in the same version table.
+
+A database migrated by the old recipe (our revisions in the app's
+``alembic_version``) is taken over by the next upgrade or downgrade: the rows
+move to ``backstage_auth_alembic_version`` (:func:`adopt_app_version_rows`).
 """
 
 from __future__ import annotations
@@ -24,13 +27,16 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.script.revision import RevisionError
 from alembic.util.exc import CommandError
 from flask import current_app
 from flask.cli import AppGroup
 from sqlalchemy.engine import Connection, Engine
 
 from flask_backstage_auth.db.storage import (
+    APP_VERSION_TABLE,
     DATABASE_URI_KEY,
+    REVISION_PREFIX,
     VERSION_TABLE,
     create_tables,
     describe_database_error,
@@ -83,7 +89,7 @@ def describe_cli_error(exc: sa.exc.SQLAlchemyError, password: str | None) -> str
 
 
 @contextmanager
-def _connection(*, begin: bool) -> t.Iterator[Connection]:
+def app_connection(*, begin: bool) -> t.Iterator[Connection]:
     """A connection of the app's database (in a transaction with ``begin``).
 
     Database and Alembic errors become click errors, without credentials.
@@ -117,7 +123,18 @@ def upgrade_database(bind: Engine, revision: str = "heads") -> None:
     For apps that migrate at start-up, as Backstage's plugins do.
     """
     with bind.begin() as connection:
-        command.upgrade(alembic_config(connection), revision)
+        upgrade_connection(connection, revision)
+
+
+def upgrade_connection(connection: Connection, revision: str = "heads") -> Config:
+    """Take over old version rows, then upgrade our branch on ``connection``.
+
+    The caller owns the transaction. Returns the Alembic config used.
+    """
+    config = alembic_config(connection)
+    adopt_app_version_rows(connection, config)
+    command.upgrade(config, revision)
+    return config
 
 
 def _current_revisions(connection: Connection) -> tuple[str, ...]:
@@ -125,8 +142,59 @@ def _current_revisions(connection: Connection) -> tuple[str, ...]:
     return context.get_current_heads()
 
 
+def _app_version_table() -> sa.TableClause:
+    return sa.table(APP_VERSION_TABLE, sa.column("version_num", sa.String))
+
+
+def app_version_rows(connection: Connection) -> list[str]:
+    """Our revisions recorded in the app's ``alembic_version`` (by the old recipe)."""
+    if not sa.inspect(connection).has_table(APP_VERSION_TABLE):
+        return []
+    table = _app_version_table()
+    rows = connection.execute(sa.select(table.c.version_num)).scalars()
+    return sorted(row for row in rows if row.startswith(REVISION_PREFIX))
+
+
+def adopt_app_version_rows(connection: Connection, config: Config) -> tuple[str, ...]:
+    """Move our revisions from the app's ``alembic_version`` to ours.
+
+    The old Flask-Migrate recipe applied our branch from the app's
+    ``version_locations``, recording it in ``alembic_version``; now that our
+    revisions are no longer in the app's history, Alembic would not know those
+    rows. Our version table is stamped with the furthest revision of the two
+    tables, and the rows leave ``alembic_version`` (the app's own rows stay).
+    Returns the revisions moved (none for a database migrated the current way).
+    """
+    moved = app_version_rows(connection)
+    if not moved:
+        return ()
+    script = ScriptDirectory.from_config(config)
+    candidates = set(moved) | set(_current_revisions(connection))
+    ancestors: set[str] = set()
+    try:
+        for candidate in candidates:
+            for ancestor in script.iterate_revisions(candidate, "base"):
+                if ancestor.revision != candidate:
+                    ancestors.add(ancestor.revision)
+    except RevisionError as exc:
+        raise CommandError(
+            f"{APP_VERSION_TABLE} records a revision of the backstage_auth branch that this"
+            f" version of flask-backstage-auth does not ship: {exc}"
+        ) from exc
+    command.stamp(config, sorted(candidates - ancestors), purge=True)
+    table = _app_version_table()
+    connection.execute(table.delete().where(table.c.version_num.in_(moved)))
+    return tuple(moved)
+
+
 def _echo_current(connection: Connection, config: Config) -> None:
     revisions = _current_revisions(connection)
+    if not revisions and (old := app_version_rows(connection)):
+        for revision in old:
+            click.echo(
+                f"{revision} (in {APP_VERSION_TABLE}; the next upgrade moves it to {VERSION_TABLE})"
+            )
+        return
     if not revisions:
         click.echo("base (no revision of the backstage_auth branch applied)")
         return
@@ -139,18 +207,17 @@ def _echo_current(connection: Connection, config: Config) -> None:
 @click.argument("revision", default="heads")
 def upgrade_command(revision: str) -> None:
     """Upgrade our tables to REVISION (default: heads)."""
-    with _connection(begin=True) as connection:
-        config = alembic_config(connection)
-        command.upgrade(config, revision)
-        _echo_current(connection, config)
+    with app_connection(begin=True) as connection:
+        _echo_current(connection, upgrade_connection(connection, revision))
 
 
 @db_group.command("downgrade")
 @click.argument("revision")
 def downgrade_command(revision: str) -> None:
     """Downgrade our tables to REVISION ('base' drops them)."""
-    with _connection(begin=True) as connection:
+    with app_connection(begin=True) as connection:
         config = alembic_config(connection)
+        adopt_app_version_rows(connection, config)
         command.downgrade(config, revision)
         _echo_current(connection, config)
 
@@ -158,13 +225,13 @@ def downgrade_command(revision: str) -> None:
 @db_group.command("current")
 def current_command() -> None:
     """Show the applied revision of our branch."""
-    with _connection(begin=False) as connection:
+    with app_connection(begin=False) as connection:
         _echo_current(connection, alembic_config(connection))
 
 
 @db_group.command("create")
 def create_command() -> None:
     """Create our tables without Alembic (those missing only)."""
-    with _connection(begin=True) as connection:
+    with app_connection(begin=True) as connection:
         create_tables(connection)
     click.echo("Created (if missing): " + ", ".join(sorted(metadata.tables)))

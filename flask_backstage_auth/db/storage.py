@@ -128,6 +128,10 @@ BRANCH_LABEL = "backstage_auth"
 #: The Alembic version table when our migrations run on their own (``flask
 #: backstage-auth db ...``); never the app's ``alembic_version``.
 VERSION_TABLE = "backstage_auth_alembic_version"
+#: Every revision id of our branch starts with this.
+REVISION_PREFIX = "backstage_auth_"
+#: Alembic's default version table, the app's (Flask-Migrate's).
+APP_VERSION_TABLE = "alembic_version"
 #: The Flask config key naming a database when the app has no Flask-SQLAlchemy.
 DATABASE_URI_KEY = "BACKSTAGE_AUTH_DATABASE_URI"
 
@@ -312,20 +316,12 @@ def create_tables(bind: Engine | Connection) -> None:
 def migrations_path() -> str:
     """The directory of our Alembic environment (``env.py``, ``versions/``).
 
-    Give it as ``script_location`` to run our branch alone, or append
-    :func:`versions_path` to an app's ``version_locations`` (Flask-Migrate,
-    Flask-Alembic) so that ``upgrade heads`` applies it with the app's own.
+    Give it as ``script_location`` to run our branch alone; it records its
+    revisions in :data:`VERSION_TABLE`. Do not add its ``versions/`` to an
+    app's ``version_locations``: two heads in one history break ``upgrade
+    head`` (see :func:`flask_backstage_auth.db.flask_migrate.init_flask_migrate`).
     """
     return str(resources.files(__package__ or "flask_backstage_auth").joinpath("migrations"))
-
-
-def versions_path() -> str:
-    """The directory of our revisions, for an app's ``version_locations``."""
-    return str(
-        resources.files(__package__ or "flask_backstage_auth")
-        .joinpath("migrations")
-        .joinpath("versions")
-    )
 
 
 def alembic_include_name(
@@ -334,8 +330,8 @@ def alembic_include_name(
     """An Alembic ``include_name`` hook that leaves our tables out of the app's autogenerate.
 
     An app whose metadata does not hold our tables would otherwise be offered
-    to drop them: pass ``include_name=alembic_include_name`` to
-    ``Migrate(app, db, ...)`` or to ``context.configure``.
+    to drop them. :func:`~flask_backstage_auth.db.flask_migrate.init_flask_migrate`
+    installs it; other Alembic environments pass it to ``context.configure``.
     """
     if type_ == "table":
         return name not in metadata.tables and name != VERSION_TABLE

@@ -11,7 +11,7 @@ from werkzeug.wrappers import Request, Response
 
 from flask_backstage_auth.audit.refusals import audit_refusal
 from flask_backstage_auth.audit.service import AuditorService
-from flask_backstage_auth.auth.service import AuthService
+from flask_backstage_auth.auth.service import AuthService, VerifiedEntry
 from flask_backstage_auth.clock import Clock, system_clock
 from flask_backstage_auth.credentials import NONE_CREDENTIALS, Credentials
 from flask_backstage_auth.errors import AuthenticationError, BackstageError, NotAllowedError
@@ -70,6 +70,7 @@ class HttpAuthService:
         *,
         cookie: CookieSettings | None = None,
         clock: Clock = system_clock,
+        recent_size: int = 1000,
         auditor: AuditorService | None = None,
     ) -> None:
         self.plugin_id = plugin_id
@@ -78,6 +79,16 @@ class HttpAuthService:
         self.cookie = cookie or CookieSettings()
         self._clock = clock
         self._memo_keys = found_keys(plugin_id)
+        # Credentials of recently seen ``Authorization`` headers, by the
+        # request's effective ``allow_limited_access``: a repeated token skips
+        # parsing and the verifier. Each holds the verifier's cache entry, which
+        # the verifier ends on revocation, eviction or expiry.
+        self._recent: tuple[
+            dict[str, tuple[VerifiedEntry, Credentials]],
+            dict[str, tuple[VerifiedEntry, Credentials]],
+        ] = ({}, {})
+        self._recent_size = min(recent_size, auth.cache_size)
+        self._cache_clock = auth.clock
 
     def credentials(
         self,
@@ -108,7 +119,24 @@ class HttpAuthService:
         credentials: Credentials | None = environ.get(key)
         try:
             if credentials is None:
-                credentials = environ[key] = self._extract(req, allow_limited_access)
+                # Inline rather than a helper method: this is the barrier's hot
+                # path, where each call costs as much as the work it does.
+                # Limited credentials only ever read: however they arrive, never
+                # for a method that may change something.
+                limited = allow_limited_access and req.method in COOKIE_METHODS
+                header = environ.get("HTTP_AUTHORIZATION")
+                if header is not None:
+                    recent = self._recent[limited]
+                    hit = recent.get(header)
+                    if hit is not None and self._cache_clock() < hit[0].until:
+                        credentials = hit[1]
+                    else:
+                        credentials = self._from_header(header, recent, limited)
+                elif limited:
+                    credentials = self._from_cookie(req)
+                else:
+                    credentials = NONE_CREDENTIALS
+                environ[key] = credentials
             if allow is None or credentials.principal.type in allow:
                 return credentials
             return check_allowed(credentials, allow)
@@ -116,18 +144,22 @@ class HttpAuthService:
             audit_refusal(self.auditor, req, exc, credentials=credentials)
             raise
 
-    def _extract(self, request: Request, allow_limited_access: bool) -> Credentials:
-        # Limited credentials only ever read: however they arrive, never for
-        # a method that may change something.
-        allow_limited_access = allow_limited_access and request.method in COOKIE_METHODS
-        header = request.environ.get("HTTP_AUTHORIZATION")
-        if header is not None:
-            token = get_bearer_token(header)
-            if token is None:
-                return NONE_CREDENTIALS
-            return self.auth.authenticate(token, allow_limited_access=allow_limited_access)
-        if not allow_limited_access:
+    def _from_header(
+        self, header: str, recent: dict[str, tuple[VerifiedEntry, Credentials]], limited: bool
+    ) -> Credentials:
+        token = get_bearer_token(header)
+        if token is None:
             return NONE_CREDENTIALS
+        entry, credentials = self.auth.authenticate_entry(token, allow_limited_access=limited)
+        # Only the plain form ``Bearer <token>``: the index never holds more
+        # than the verifier's cache does (one header per valid token).
+        if self._recent_size and len(header) == len(token) + 7:
+            if len(recent) >= self._recent_size:
+                recent.clear()
+            recent[header] = (entry, credentials)
+        return credentials
+
+    def _from_cookie(self, request: Request) -> Credentials:
         cookie = request.cookies.get(USER_COOKIE_NAME)
         if not cookie:
             return NONE_CREDENTIALS

@@ -8,8 +8,18 @@ use pytest-flask's ``app`` fixture (or one of your own of that name):
 * ``backstage_service_headers``: the ``Authorization`` header for it;
 * ``backstage_user_headers``: a mock user's header (the app must accept mock
   tokens, see :mod:`flask_backstage_auth.testing.mocks`);
+* ``backstage_tables``: the library's tables in the app's database (its
+  Alembic branch, as ``flask backstage-auth db upgrade``);
+* ``backstage_user_token``: a real user token of ``user:default/test``, signed
+  by the app's ``AuthBackend``;
+* ``backstage_access_token``: a real service access token (``bsat_``) of
+  ``group:default/test`` with the scope ``catalog:read``, created by the app's
+  ``AccessTokens`` (implies ``backstage_tables``);
 * ``backstage_audit``: the app's audit events during the test
   (:class:`~flask_backstage_auth.testing.audit.AuditCapture`).
+
+For other users, owners or scopes, call the helpers of
+:mod:`flask_backstage_auth.testing.tokens` the fixtures use.
 """
 
 from __future__ import annotations
@@ -21,6 +31,11 @@ import pytest
 from flask_backstage_auth.testing.audit import AuditCapture, capture_audit
 from flask_backstage_auth.testing.mocks import MockCredentials, bearer_header
 from flask_backstage_auth.testing.mocks import mock_credentials as _mock_credentials
+from flask_backstage_auth.testing.tokens import (
+    create_backstage_tables,
+    issue_access_token,
+    issue_user_token,
+)
 
 if t.TYPE_CHECKING:  # pragma: no cover
     from flask import Flask
@@ -50,6 +65,24 @@ def backstage_service_headers(backstage_service_token: str) -> dict[str, str]:
 def backstage_user_headers(mock_credentials: MockCredentials) -> dict[str, str]:
     """``Authorization`` header of the mock user ``user:default/mock``."""
     return mock_credentials.user_header()
+
+
+@pytest.fixture
+def backstage_tables(app: Flask) -> None:
+    """The library's tables in the database of ``app``'s ``BackstageAuth``."""
+    create_backstage_tables(app)
+
+
+@pytest.fixture
+def backstage_user_token(app: Flask) -> str:
+    """A user token of ``user:default/test``, signed by ``app``'s ``AuthBackend``."""
+    return issue_user_token(app)
+
+
+@pytest.fixture
+def backstage_access_token(app: Flask, backstage_tables: None) -> str:
+    """A service access token of ``group:default/test`` with scope ``catalog:read``."""
+    return issue_access_token(app, scopes=["catalog:read"])
 
 
 @pytest.fixture

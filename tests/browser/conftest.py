@@ -87,13 +87,14 @@ def _serve_example(
         served.close()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def live_app(tmp_path_factory: pytest.TempPathFactory) -> t.Iterator[tuple[Flask, str]]:
-    """The example app (its own app-config.yaml, ``backend.baseUrl`` = the server's URL)."""
+    """The example app (its own app-config.yaml, ``backend.baseUrl`` = the server's URL),
+    with its own database for each test: tests pass in any order."""
     yield from _serve_example(tmp_path_factory, {})
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def live_prefixed_app(tmp_path_factory: pytest.TempPathFactory) -> t.Iterator[tuple[Flask, str]]:
     """The same, with ``BACKSTAGE_AUTH_PLUGIN_PREFIX = "/internal"``."""
     yield from _serve_example(tmp_path_factory, {"BACKSTAGE_AUTH_PLUGIN_PREFIX": "/internal"})

@@ -81,9 +81,13 @@ def web_storage(page: Page) -> dict[str, t.Any]:
     )
 
 
+REAUTH = "Read-only: sign in again to change tokens"
+
+
 def sign_in_again_as_guest(page: Page) -> None:
-    """After a reload the page has no token (it lives in memory only): it asks again."""
-    page.get_by_role("heading", name="Sign in again to manage tokens").wait_for()
+    """After a reload the page has no token (it lives in memory only): read-only until
+    the user signs in again."""
+    page.get_by_role("heading", name=REAUTH).wait_for()
     assert page.locator("#open-create").is_disabled()
     page.locator("#reauth").get_by_role("button", name="Sign in as guest").click()
     page.locator("#reauth").wait_for(state="hidden")
@@ -118,13 +122,13 @@ def test_admin_creates_uses_revokes_and_audits_a_token(
     dialog = page.get_by_role("dialog", name="Create a service token")
     dialog.wait_for()
     assert page.evaluate("document.activeElement.id") == "create-name"
-    page.get_by_label("Name", exact=True).fill("ci-reader")
-    page.get_by_label("Description").fill("Reads the catalog for CI <b>not bold</b>")
+    page.locator("#create-name").fill("ci-reader")
+    page.locator("#create-description").fill("Reads the catalog for CI <b>not bold</b>")
     page.get_by_label("Owning group").fill("group:default/platform")
     page.get_by_role("checkbox", name="catalog:read").check()
-    page.get_by_label("Expires in (days)").fill("90")
+    page.locator("#create-expiry").select_option("90")
     page.screenshot(path=str(screenshots / "03-create-form.png"))
-    page.get_by_label("Expires in (days)").press("Enter")  # submits the form
+    page.locator("#create-name").press("Enter")  # submits the form
 
     # The one-time secret panel.
     panel = page.get_by_role("dialog", name="Copy your new token now")
@@ -157,7 +161,8 @@ def test_admin_creates_uses_revokes_and_audits_a_token(
     assert api_get(base, "/api/catalog/entities", secret).status_code == 200
     assert api_get(base, "/api/search/query", secret).status_code == 403  # not in its scopes
     page.reload()
-    page.get_by_role("heading", name="Sign in again to manage tokens").wait_for()
+    page.get_by_role("heading", name=REAUTH).wait_for()
+    row(page, "ci-reader").wait_for()  # listed read-only, with the cookie
     page.screenshot(path=str(screenshots / "09-sign-in-again.png"))
     sign_in_again_as_guest(page)
     row(page, "ci-reader").wait_for()
@@ -165,7 +170,8 @@ def test_admin_creates_uses_revokes_and_audits_a_token(
     assert last_used.inner_text() != "Never"
     assert last_used.locator("time").count() == 1
 
-    # Filters: by status and by group, paged by the API.
+    # Filters: by status and by group, paged by the API; revoked tokens
+    # are found under their own status, not among the active ones.
     page.get_by_label("Status", exact=True).select_option("revoked")
     page.get_by_text("No tokens match these filters.").wait_for()
     page.get_by_label("Status", exact=True).select_option("active")
@@ -183,6 +189,8 @@ def test_admin_creates_uses_revokes_and_audits_a_token(
     page.get_by_label("Reason").fill("rotated out of CI")
     confirm.get_by_role("button", name="Revoke token").click()
     confirm.wait_for(state="hidden")
+    row(page, "ci-reader").wait_for(state="detached")  # no longer active
+    page.get_by_label("Status", exact=True).select_option("revoked")
     page.locator('tr[data-token-name="ci-reader"] .status-revoked').wait_for()
     assert api_get(base, "/api/catalog/entities", secret).status_code == 401
 
@@ -200,14 +208,14 @@ def test_admin_creates_uses_revokes_and_audits_a_token(
     audit.wait_for(state="hidden")
 
     # A narrow screen: the table becomes cards, still usable.
-    page.set_viewport_size({"width": 390, "height": 844})
+    page.set_viewport_size({"width": 375, "height": 812})
     page.reload()
     sign_in_again_as_guest(page)
-    row(page, "ci-reader").wait_for()
+    row(page, "ci-reader").wait_for()  # the status filter lives in the URL: still "revoked"
     head = page.locator("table.tokens thead").bounding_box()
     assert head is None or head["height"] <= 1
     width = page.evaluate("document.documentElement.scrollWidth")
-    assert width <= 390, width  # nothing overflows sideways
+    assert width <= 375, width  # nothing overflows sideways
     page.screenshot(path=str(screenshots / "07-narrow.png"), full_page=True)
 
     assert errors.messages == []
@@ -239,8 +247,9 @@ def test_a_user_without_permission_sees_the_refusal(
     # Their own personal tokens stay open to them.
     page.get_by_role("link", name="Manage your personal access tokens instead").click()
     page.get_by_role("heading", name="Personal access tokens").wait_for()
-    # This tab holds only the cookie, not a user token for the API: sign in again.
-    page.get_by_role("heading", name="Sign in again to manage tokens").wait_for()
+    # This tab holds only the cookie, not a user token for the API: read-only.
+    page.get_by_role("heading", name=REAUTH).wait_for()
+    page.get_by_text("No tokens match these filters.").wait_for()  # it did ask the API
     assert errors.messages == [
         "Failed to load resource: the server responded with a status of 403 (FORBIDDEN)"
     ]  # the refusal page itself
@@ -342,7 +351,7 @@ def test_no_token_in_web_storage_after_sign_in_and_use(
 
     # Use the page: create a token, close its secret panel, rotate it.
     page.get_by_role("button", name="Create token").click()
-    page.get_by_label("Name", exact=True).fill("storage-check")
+    page.locator("#create-name").fill("storage-check")
     page.get_by_label("Owning group").fill("group:default/platform")
     page.get_by_role("checkbox", name="catalog:read").check()
     page.get_by_role("dialog", name="Create a service token").get_by_role(
@@ -387,7 +396,7 @@ def test_the_page_calls_the_api_under_the_plugin_prefix(
     page.get_by_role("button", name="Sign in as guest").click()
     page.get_by_role("heading", name="Service access tokens").wait_for()
     page.get_by_role("button", name="Create token").click()
-    page.get_by_label("Name", exact=True).fill("prefixed")
+    page.locator("#create-name").fill("prefixed")
     page.get_by_label("Owning group").fill("group:default/platform")
     page.get_by_role("checkbox", name="catalog:read").check()
     page.get_by_role("dialog", name="Create a service token").get_by_role(

@@ -42,6 +42,7 @@ from flask import (
 
 from flask_backstage_auth.access_tokens.format import TokenKind
 from flask_backstage_auth.access_tokens.state import PLUGIN_ID, AccessTokensState, get_state
+from flask_backstage_auth.access_tokens.store import EXPIRING_WINDOW
 from flask_backstage_auth.auth_backend.extension import EXTENSION_KEY as AUTH_BACKEND_KEY
 from flask_backstage_auth.credentials import NONE_CREDENTIALS, Credentials, UserPrincipal
 from flask_backstage_auth.errors import AuthenticationError, NotAllowedError
@@ -81,6 +82,23 @@ def _days(seconds: float) -> int:
     return max(1, math.floor(seconds / DAY))
 
 
+#: The expiry choices the pages offer, in days (those within the maximum).
+EXPIRY_PRESETS = (7, 30, 90)
+
+
+def expiry_presets(default_days: int, max_days: int) -> list[int]:
+    """The preset lifetimes within ``max_days``, the default among them."""
+    return sorted({d for d in EXPIRY_PRESETS if d <= max_days} | {default_days})
+
+
+def _duration(seconds: int) -> str:
+    if seconds % 3600 == 0:
+        hours = seconds // 3600
+        return f"{hours} hour{'s' if hours != 1 else ''}"
+    minutes = seconds // 60
+    return f"{minutes} minute{'s' if minutes != 1 else ''}"
+
+
 class _Pages:
     """The views, bound to one app's :class:`AccessTokensState`."""
 
@@ -106,6 +124,9 @@ class _Pages:
         prefix = self._prefix()
         settings = self.state.settings
         default, maximum = settings.lifetime(kind)
+        max_days = _days(maximum)
+        default_days = min(_days(default), max_days)
+        max_grace = self.state.service.max_grace
         title = self.state.auth_state.config.get("app.title")
         return {
             "kind": kind,
@@ -120,9 +141,12 @@ class _Pages:
             "service_page": SERVICE_PAGE,
             "personal_page": PERSONAL_PAGE,
             "scopes": self.state.service.catalogue.all(),
-            "default_days": min(_days(default), _days(maximum)),
-            "max_days": _days(maximum),
-            "max_grace_seconds": self.state.service.max_grace,
+            "default_days": default_days,
+            "max_days": max_days,
+            "expiry_presets": expiry_presets(default_days, max_days),
+            "expiring_days": EXPIRING_WINDOW // DAY,
+            "max_grace_seconds": max_grace,
+            "max_grace_human": _duration(max_grace),
         }
 
     # -- credentials ------------------------------------------------------

@@ -305,10 +305,17 @@ class ExternalAccess:
 
     def verify(self, token: PeekedToken) -> tuple[ExternalTokenResult, RestrictionsByPlugin] | None:
         """The first entry's result for ``token``, with its restrictions."""
+        found = self.verify_entry(token)
+        return None if found is None else (found[1], found[0].restrictions)
+
+    def verify_entry(
+        self, token: PeekedToken
+    ) -> tuple[ExternalAccessEntry, ExternalTokenResult] | None:
+        """The first entry that accepts ``token``, and its result."""
         for entry in self.entries:
             result = entry.verify(token)
             if result is not None:
-                return result, entry.restrictions
+                return entry, result
         return None
 
 

@@ -5,9 +5,9 @@ Run by ``flask backstage-auth db ...``, which passes an open connection in
 works too. The revisions are recorded in ``backstage_auth_alembic_version``,
 never in the app's ``alembic_version``.
 
-An app using Flask-Migrate or Flask-Alembic does not run this file: it adds
-``flask_backstage_auth.db.storage.versions_path()`` to its ``version_locations``
-and its own environment applies the revisions (recorded in its version table).
+An app using Flask-Migrate runs it too, through ``flask db upgrade`` once
+``flask_backstage_auth.db.flask_migrate.init_flask_migrate(app)`` is called;
+our revisions never join the app's own history.
 """
 
 from __future__ import annotations

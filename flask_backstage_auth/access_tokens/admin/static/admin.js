@@ -16,7 +16,7 @@
 (function () {
   "use strict";
 
-  var config, KIND, API;
+  var config, KIND, API, EXPIRING_DAYS, MAX_DAYS;
   var PAGE_SIZE = 20;
   // The user token: in memory, for the life of this page only.
   var userToken = null;
@@ -25,6 +25,8 @@
     config = document.body.dataset;
     KIND = config.kind === "personal" ? "personal" : "service";
     API = config.apiBase || "/api/access-tokens";
+    EXPIRING_DAYS = parseInt(config.expiringDays, 10) || 7;
+    MAX_DAYS = parseInt(config.maxDays, 10) || 365;
   }
 
   // -- helpers ------------------------------------------------------------
@@ -295,23 +297,29 @@
     }).then(done, done);
   }
 
-  function showReauth() {
+  // Without a user token in memory the page is read-only: the list (read
+  // with the backstage-auth cookie) stays, every change is disabled.
+  function showReauth(quiet) {
     var panel = $("reauth");
     if (!panel || !panel.hidden) return;
     panel.hidden = false;
-    var list = $("token-list");
-    if (list) list.hidden = true;
-    document.querySelectorAll("[data-needs-token]").forEach(function (node) {
-      node.disabled = true;
-    });
+    disableChanges();
     document.querySelectorAll("dialog[open]").forEach(function (dialog) {
-      dialog.close();
+      // The one-time secret is never taken away from the user.
+      if (dialog.id !== "secret-dialog") dialog.close();
     });
     var heading = $("reauth-title");
-    if (heading) {
+    if (heading && !quiet) {
       heading.setAttribute("tabindex", "-1");
       heading.focus();
     }
+  }
+
+  function disableChanges() {
+    document.querySelectorAll("[data-needs-token]").forEach(function (node) {
+      node.disabled = true;
+      node.title = "Sign in again to change tokens";
+    });
   }
 
   // -- dialogs ------------------------------------------------------------
@@ -347,6 +355,8 @@
     var input = $("secret-value");
     $("secret-name").textContent = name;
     $("copy-result").textContent = "";
+    $("secret-confirm").hidden = true;
+    $("secret-actions").hidden = false;
     input.value = secret;
     openDialog(dialog, input, returnFocusTo);
     input.select();
@@ -361,9 +371,38 @@
       $("secret-name").textContent = "";
       $("copy-result").textContent = "";
     };
-    // Cleared as the panel closes, however it closes (button or Escape).
-    dialog.addEventListener("cancel", clear);
-    dialog.addEventListener("close", clear);
+    var confirmBox = $("secret-confirm");
+    var askFirst = function () {
+      confirmBox.hidden = false;
+      $("secret-actions").hidden = true;
+      $("secret-keep").focus();
+    };
+    var keepOpen = function () {
+      confirmBox.hidden = true;
+      $("secret-actions").hidden = false;
+      input.focus();
+      input.select();
+    };
+    // Escape or a click beside the panel could lose the secret by accident:
+    // they ask first. The secret is cleared as the panel closes.
+    dialog.addEventListener("cancel", function (event) {
+      event.preventDefault();
+      if (confirmBox.hidden) askFirst();
+      else keepOpen();
+    });
+    dialog.addEventListener("click", function (event) {
+      if (event.target === dialog) askFirst();
+    });
+    dialog.addEventListener("close", function () {
+      clear();
+      keepOpen();
+    });
+    $("secret-keep").addEventListener("click", keepOpen);
+    // Cleared before the panel closes: its "close" event comes a task later.
+    $("secret-discard").addEventListener("click", function () {
+      clear();
+      dialog.close();
+    });
     $("secret-done").addEventListener("click", function () {
       clear();
       dialog.close();
@@ -393,7 +432,45 @@
 
   // -- the token list -------------------------------------------------------
 
-  var listState = { offset: 0, total: 0, status: "", group: "" };
+  var listState = { offset: 0, total: 0, status: "active", group: "" };
+  var STATUSES = ["active", "expiring", "expired", "revoked", "all"];
+
+  // Filters live in the URL (?status=&group=&offset=): a link or a reload keeps them.
+  function stateFromUrl() {
+    var params = new URLSearchParams(window.location.search);
+    var status = params.get("status");
+    var offset = parseInt(params.get("offset"), 10);
+    return {
+      offset: offset > 0 ? offset - (offset % PAGE_SIZE) : 0,
+      total: 0,
+      status: STATUSES.indexOf(status) >= 0 ? status : "active",
+      group: KIND === "service" ? normalizeGroup(params.get("group") || "") : ""
+    };
+  }
+
+  function stateToUrl() {
+    var params = new URLSearchParams();
+    if (listState.status !== "active") params.set("status", listState.status);
+    if (listState.group) params.set("group", listState.group);
+    if (listState.offset) params.set("offset", String(listState.offset));
+    var query = params.toString();
+    window.history.replaceState(null, "", window.location.pathname + (query ? "?" + query : ""));
+  }
+
+  function showFilters() {
+    $("filter-status").value = listState.status;
+    var group = $("filter-group");
+    if (group) group.value = listState.group;
+  }
+
+  // What the API and the CLI accept for a group: "team-a", "group:team-a",
+  // "group:default/team-a" (the API adds the default namespace).
+  function normalizeGroup(value) {
+    var group = (value || "").trim().toLowerCase();
+    if (!group) return "";
+    if (group.indexOf("group:") !== 0) group = "group:" + group;
+    return group.indexOf("/") < 0 ? "group:default/" + group.slice("group:".length) : group;
+  }
   var knownGroups = {};
 
   var STATUS_LABELS = { active: "Active", expiring: "Expiring", expired: "Expired", revoked: "Revoked" };
@@ -405,12 +482,19 @@
     return td;
   }
 
-  function actionButton(text, token, handler, className) {
+  function actionButton(text, token, handler, className, changes) {
     var button = el("button", {
       className: "button small " + (className || "subtle"),
       text: text,
       attrs: { type: "button", "aria-label": text + " " + token.name }
     });
+    if (changes) {
+      button.setAttribute("data-needs-token", "");
+      if (!getToken()) {
+        button.disabled = true;
+        button.title = "Sign in again to change tokens";
+      }
+    }
     button.addEventListener("click", function () {
       handler(token, button);
     });
@@ -425,6 +509,7 @@
     if (token.description) nameCell.push(el("span", { className: "token-description", text: token.description }));
 
     var status = el("span", { className: "chip status-" + token.status, text: STATUS_LABELS[token.status] || token.status });
+    if (token.status === "expiring") status.title = "Expires within " + EXPIRING_DAYS + " days";
     var statusChildren = [status];
     if (token.status === "revoked" && token.revokedBy) {
       statusChildren.push(el("span", { className: "muted small-text", text: "by " + token.revokedBy }));
@@ -443,10 +528,11 @@
 
     var actions = [actionButton("Audit", token, openAudit)];
     if (token.status === "active" || token.status === "expiring") {
-      actions.push(actionButton("Rotate", token, openRotate));
+      actions.push(actionButton("Edit", token, openEdit, "subtle", true));
+      actions.push(actionButton("Rotate", token, openRotate, "subtle", true));
     }
     if (token.status !== "revoked") {
-      actions.push(actionButton("Revoke", token, openRevoke, "danger-subtle"));
+      actions.push(actionButton("Revoke", token, openRevoke, "danger-subtle", true));
     }
 
     var cells = [cell("Name", nameCell), cell("Status", statusChildren)];
@@ -481,7 +567,7 @@
     var params = new URLSearchParams();
     params.set("limit", String(PAGE_SIZE));
     params.set("offset", String(listState.offset));
-    if (listState.status) params.set("status", listState.status);
+    if (listState.status !== "all") params.set("status", listState.status);
     if (listState.group) params.set("groupEntityRef", listState.group);
     var table = $("tokens");
     table.setAttribute("aria-busy", "true");
@@ -496,6 +582,7 @@
         listState.total = data.total;
         if (data.tokens.length === 0 && listState.offset > 0 && data.total > 0) {
           listState.offset = Math.max(0, (Math.ceil(data.total / PAGE_SIZE) - 1) * PAGE_SIZE);
+          stateToUrl();
           return loadTokens();
         }
         $("loading").hidden = true;
@@ -510,7 +597,7 @@
         $("loading").hidden = true;
         if (error.status === 403) {
           showRefusal(error.message);
-        } else if (error.status !== 401) {
+        } else {
           announce(messageOf(error));
           $("page-info").textContent = messageOf(error);
         }
@@ -544,8 +631,10 @@
       event.preventDefault();
       listState.status = $("filter-status").value;
       var group = $("filter-group");
-      listState.group = group ? group.value.trim() : "";
+      listState.group = group ? normalizeGroup(group.value) : "";
+      if (group) group.value = listState.group;
       listState.offset = 0;
+      stateToUrl();
       loadTokens().then(function () {
         announce("Filters applied: " + (listState.total === 1 ? "1 token" : listState.total + " tokens") + ".");
       });
@@ -560,26 +649,143 @@
     });
     $("prev-page").addEventListener("click", function () {
       listState.offset = Math.max(0, listState.offset - PAGE_SIZE);
+      stateToUrl();
       loadTokens();
     });
     $("next-page").addEventListener("click", function () {
       listState.offset += PAGE_SIZE;
+      stateToUrl();
       loadTokens();
     });
   }
 
   // -- create, revoke, rotate, audit ----------------------------------------
 
-  function wireExpiryHint(input) {
-    var hint = document.querySelector('[data-expiry-hint-for="' + input.id + '"]');
-    if (!hint) return;
-    var max = hint.textContent;
+  // -- field errors ---------------------------------------------------------
+
+  // The API names a field by its JSON name at the start of a 400's message;
+  // the page shows the message next to that field, in words.
+  var FIELDS = {
+    name: ["name", "The name"],
+    description: ["description", "The description"],
+    groupEntityRef: ["group", "The owning group"],
+    scopes: ["scopes", "Scopes"],
+    expiresInDays: ["expiry", "The expiration"],
+    expiresAt: ["expiry", "The expiration"],
+    graceSeconds: ["grace", "The grace period"]
+  };
+
+  function clearFieldErrors(form) {
+    form.querySelectorAll(".field-error").forEach(function (node) {
+      node.textContent = "";
+      node.hidden = true;
+    });
+    form.querySelectorAll("[aria-invalid]").forEach(function (node) {
+      node.removeAttribute("aria-invalid");
+    });
+  }
+
+  function fieldError(prefix, field, message) {
+    var node = $(prefix + "-" + field + "-error");
+    if (!node) return false;
+    node.textContent = message;
+    node.hidden = false;
+    var control = $(prefix + "-" + field) || $(prefix + "-" + field + "-list");
+    if (field === "expiry" && $(prefix + "-date") && !$(prefix + "-date").hidden) control = $(prefix + "-date");
+    if (control) {
+      control.setAttribute("aria-invalid", "true");
+      var focusable = control.matches("input, select, textarea") ? control : control.querySelector("input");
+      if (focusable) focusable.focus();
+    }
+    return true;
+  }
+
+  function showFailure(prefix, failure, formError) {
+    var message = messageOf(failure);
+    var match = /^(\w+)\b/.exec(message);
+    var field = match && Object.prototype.hasOwnProperty.call(FIELDS, match[1]) ? FIELDS[match[1]] : null;
+    if (field && fieldError(prefix, field[0], field[1] + message.slice(match[1].length) + ".")) return;
+    if (failure && failure.status === 409 && /named/.test(message) && fieldError(prefix, "name", message + ". Choose another name.")) return;
+    showError(formError, message);
+  }
+
+  // -- expiry and grace -----------------------------------------------------
+
+  function isoDate(date) {
+    var month = String(date.getMonth() + 1).padStart(2, "0");
+    var day = String(date.getDate()).padStart(2, "0");
+    return date.getFullYear() + "-" + month + "-" + day;
+  }
+
+  function wireExpiry(prefix) {
+    var select = $(prefix + "-expiry");
+    var date = $(prefix + "-date");
+    var hint = $(prefix + "-expiry-hint");
+    if (!select) return;
+    var max = hint.dataset.maxText;
     var update = function () {
-      var days = parseInt(input.value, 10);
-      hint.textContent = days > 0 ? "Expires on " + dateAfterDays(days) + ". " + max : max;
+      var custom = select.value === "custom";
+      date.hidden = !custom;
+      date.required = custom;
+      var tomorrow = new Date(Date.now() + 86400 * 1000);
+      date.min = isoDate(tomorrow);
+      date.max = isoDate(new Date(Date.now() + MAX_DAYS * 86400 * 1000));
+      var days = select.value === "max" ? MAX_DAYS : parseInt(select.value, 10);
+      if (custom) {
+        hint.textContent = date.value ? "Expires at the end of " + new Date(date.value + "T23:59:59").toLocaleDateString() + ". " + max : max;
+      } else {
+        hint.textContent = "Expires on " + dateAfterDays(days) + ". " + max;
+      }
     };
-    input.addEventListener("input", update);
+    select.addEventListener("change", function () {
+      update();
+      if (select.value === "custom") date.focus();
+    });
+    date.addEventListener("input", update);
     update();
+  }
+
+  function resetExpiry(prefix) {
+    var select = $(prefix + "-expiry");
+    if (!select) return;
+    select.selectedIndex = Array.prototype.findIndex.call(select.options, function (option) {
+      return option.defaultSelected;
+    });
+    if (select.selectedIndex < 0) select.selectedIndex = 0;
+    $(prefix + "-date").value = "";
+    select.dispatchEvent(new Event("change"));
+  }
+
+  // The expiry the form asks for, as API fields; null (with the error shown) when invalid.
+  function expiryPayload(prefix) {
+    var select = $(prefix + "-expiry");
+    if (select.value === "max") return { expiresInDays: MAX_DAYS };
+    if (select.value !== "custom") return { expiresInDays: parseInt(select.value, 10) };
+    var value = $(prefix + "-date").value;
+    if (!value) {
+      fieldError(prefix, "expiry", "Choose the date the token expires.");
+      return null;
+    }
+    var end = new Date(value + "T23:59:59");
+    var days = (end.getTime() - Date.now()) / 86400000;
+    if (isNaN(days) || days <= 0 || days > MAX_DAYS + 1) {
+      fieldError(prefix, "expiry", "Choose a date between tomorrow and " + MAX_DAYS + " days from now.");
+      return null;
+    }
+    if (days > MAX_DAYS) end = new Date(Date.now() + MAX_DAYS * 86400000);
+    return { expiresAt: end.toISOString() };
+  }
+
+  function gracePayload() {
+    var amount = parseInt($("rotate-grace").value, 10) || 0;
+    var unit = parseInt($("rotate-grace-unit").value, 10) || 60;
+    var max = parseInt($("rotate-grace-hint").dataset.maxSeconds, 10) || 0;
+    var seconds = amount * unit;
+    if (amount < 0 || seconds > max) {
+      fieldError("rotate", "grace", "The grace period can be at most " + Math.floor(max / 60) + " minutes (" + max / 3600 + " hours).");
+      return null;
+    }
+    return seconds;
   }
 
   function withBusy(form, promise) {
@@ -588,23 +794,25 @@
       button.disabled = true;
     });
     form.setAttribute("aria-busy", "true");
+    var done = function () {
+      buttons.forEach(function (button) {
+        button.disabled = false;
+      });
+      form.removeAttribute("aria-busy");
+    };
     return promise.then(
       function (value) {
-        buttons.forEach(function (button) {
-          button.disabled = false;
-        });
-        form.removeAttribute("aria-busy");
+        done();
         return value;
       },
       function (error) {
-        buttons.forEach(function (button) {
-          button.disabled = false;
-        });
-        form.removeAttribute("aria-busy");
+        done();
         throw error;
       }
     );
   }
+
+  // -- create, edit, revoke, rotate, audit -----------------------------------
 
   function wireCreate() {
     var dialog = $("create-dialog");
@@ -613,29 +821,38 @@
     var openButton = $("open-create");
     openButton.addEventListener("click", function () {
       showError(error, "");
+      clearFieldErrors(form);
       openDialog(dialog, $("create-name"));
     });
-    wireExpiryHint($("create-days"));
+    wireExpiry("create");
+    form.addEventListener("reset", function () {
+      window.setTimeout(function () {
+        resetExpiry("create");
+      }, 0);
+    });
     form.addEventListener("submit", function (event) {
       event.preventDefault();
       showError(error, "");
-      if (!form.reportValidity()) return;
+      clearFieldErrors(form);
+      var name = $("create-name");
+      if (!name.value.trim()) return fieldError("create", "name", "Give the token a name.");
+      if (!name.checkValidity()) return fieldError("create", "name", "Use lower-case letters, digits and dashes only (at most 100).");
+      var group = $("create-group");
+      if (group && !normalizeGroup(group.value)) return fieldError("create", "group", "Name the group that owns the token.");
       var scopes = Array.prototype.map.call(form.querySelectorAll('input[name="scopes"]:checked'), function (box) {
         return box.value;
       });
-      if (scopes.length === 0) {
-        showError(error, "Choose at least one scope.");
-        var first = form.querySelector('input[name="scopes"]');
-        if (first) first.focus();
-        return;
+      if (scopes.length === 0) return fieldError("create", "scopes", "Choose at least one scope.");
+      var expiry = expiryPayload("create");
+      if (!expiry) return;
+      var payload = Object.assign(
+        { name: name.value.trim(), description: $("create-description").value, scopes: scopes },
+        expiry
+      );
+      if (group) {
+        payload.groupEntityRef = normalizeGroup(group.value);
+        group.value = payload.groupEntityRef;
       }
-      var payload = {
-        name: $("create-name").value.trim(),
-        description: $("create-description").value,
-        scopes: scopes,
-        expiresInDays: parseInt($("create-days").value, 10)
-      };
-      if (KIND === "service") payload.groupEntityRef = $("create-group").value.trim();
       withBusy(form, api("POST", "/" + KIND + "/", payload))
         .then(function (data) {
           form.reset();
@@ -645,16 +862,70 @@
           loadTokens();
         })
         .catch(function (failure) {
-          showError(error, messageOf(failure));
+          showFailure("create", failure, error);
         });
     });
   }
 
-  var current = { revoke: null, rotate: null };
+  var current = { revoke: null, rotate: null, edit: null };
 
   function setDialogToken(dialog, token) {
     dialog.querySelectorAll("[data-token-name]").forEach(function (node) {
       node.textContent = token.name;
+    });
+  }
+
+  function openEdit(token) {
+    var dialog = $("edit-dialog");
+    var form = $("edit-form");
+    current.edit = token;
+    form.reset();
+    clearFieldErrors(form);
+    showError($("edit-error"), "");
+    setDialogToken(dialog, token);
+    $("edit-name").value = token.name;
+    $("edit-description").value = token.description || "";
+    var list = $("edit-scope-list");
+    list.textContent = "";
+    (token.scopes || []).forEach(function (scope, index) {
+      var id = "edit-scope-" + index;
+      var box = el("input", { attrs: { type: "checkbox", id: id, name: "scopes", value: scope } });
+      box.checked = true;
+      list.appendChild(el("div", { className: "check" }, [box, el("label", { attrs: { for: id } }, [el("code", { text: scope })])]));
+    });
+    openDialog(dialog, $("edit-name"));
+  }
+
+  function wireEdit() {
+    var form = $("edit-form");
+    var dialog = $("edit-dialog");
+    form.addEventListener("submit", function (event) {
+      event.preventDefault();
+      var token = current.edit;
+      if (!token) return;
+      clearFieldErrors(form);
+      showError($("edit-error"), "");
+      var payload = {};
+      var name = $("edit-name").value.trim();
+      if (!name || !$("edit-name").checkValidity()) return fieldError("edit", "name", "Use lower-case letters, digits and dashes only (at most 100).");
+      if (name !== token.name) payload.name = name;
+      var description = $("edit-description").value;
+      if (description !== (token.description || "")) payload.description = description;
+      var scopes = Array.prototype.map.call(form.querySelectorAll('input[name="scopes"]:checked'), function (box) {
+        return box.value;
+      });
+      if (scopes.length === 0) return fieldError("edit", "scopes", "Keep at least one scope, or revoke the token.");
+      if (scopes.length !== (token.scopes || []).length) payload.scopes = scopes;
+      if (Object.keys(payload).length === 0) return showError($("edit-error"), "Nothing changed.");
+      withBusy(form, api("PATCH", "/" + KIND + "/" + encodeURIComponent(token.id), payload))
+        .then(function (updated) {
+          dialog.close();
+          announce("Token " + updated.name + " saved.");
+          return loadTokens();
+        })
+        .catch(function (failure) {
+          showFailure("edit", failure, $("edit-error"));
+        });
     });
   }
 
@@ -669,11 +940,14 @@
 
   function openRotate(token) {
     var dialog = $("rotate-dialog");
+    var form = $("rotate-form");
     current.rotate = token;
-    $("rotate-form").reset();
+    form.reset();
+    clearFieldErrors(form);
+    resetExpiry("rotate");
     showError($("rotate-error"), "");
     setDialogToken(dialog, token);
-    openDialog(dialog, $("rotate-days"));
+    openDialog(dialog, $("rotate-expiry"));
   }
 
   function wireRevoke() {
@@ -699,14 +973,18 @@
   function wireRotate() {
     var form = $("rotate-form");
     var dialog = $("rotate-dialog");
+    wireExpiry("rotate");
     form.addEventListener("submit", function (event) {
       event.preventDefault();
       var token = current.rotate;
-      if (!token || !form.reportValidity()) return;
-      var payload = {
-        expiresInDays: parseInt($("rotate-days").value, 10),
-        graceSeconds: parseInt($("rotate-grace").value, 10) || 0
-      };
+      if (!token) return;
+      clearFieldErrors(form);
+      showError($("rotate-error"), "");
+      var expiry = expiryPayload("rotate");
+      if (!expiry) return;
+      var grace = gracePayload();
+      if (grace === null) return;
+      var payload = Object.assign({ graceSeconds: grace }, expiry);
       withBusy(form, api("POST", "/" + KIND + "/" + encodeURIComponent(token.id) + "/rotate", payload))
         .then(function (data) {
           var back = dialog.returnFocusTo;
@@ -716,7 +994,7 @@
           loadTokens();
         })
         .catch(function (failure) {
-          showError($("rotate-error"), messageOf(failure));
+          showFailure("rotate", failure, $("rotate-error"));
         });
     });
   }
@@ -724,38 +1002,59 @@
   var EVENT_LABELS = {
     created: "Created",
     revoked: "Revoked",
-    rotated: "Rotated",
-    updated: "Updated",
-    used: "Used",
-    first_used: "First use",
-    old_secret_used: "Old secret used",
+    rotated: "Rotated (new secret)",
+    updated: "Edited",
+    used: "First used",
+    first_used: "First used",
+    old_secret_used: "Old secret used (grace)",
     failed_use: "Refused use",
-    expired: "Expired"
+    expired: "Expired",
+    leaked: "Reported as leaked"
   };
 
+  var DETAIL_LABELS = {
+    reason: "Reason",
+    scopes: "Scopes",
+    expiresAt: "Expires",
+    graceUntil: "Old secret works until",
+    name: "New name",
+    description: "Description changed"
+  };
+
+  function detailText(key, value) {
+    if (value === null || value === undefined) return "—";
+    if (value === true) return "yes";
+    if (Array.isArray(value)) return value.join(", ");
+    if ((key === "expiresAt" || key === "graceUntil") && typeof value === "string") {
+      var date = new Date(value);
+      if (!isNaN(date.getTime())) return date.toLocaleString();
+    }
+    return typeof value === "object" ? JSON.stringify(value) : String(value);
+  }
+
   function detailsOf(metadata) {
-    var keys = Object.keys(metadata || {});
+    var keys = Object.keys(metadata || {}).filter(function (key) {
+      return key !== "ip";
+    });
     if (keys.length === 0) return [el("span", { className: "muted", text: "—" })];
     return [
       el(
         "dl",
         { className: "details" },
         keys.reduce(function (nodes, key) {
-          var value = metadata[key];
-          var text =
-            value === null
-              ? "—"
-              : Array.isArray(value)
-                ? value.join(", ")
-                : typeof value === "object"
-                  ? JSON.stringify(value)
-                  : String(value);
-          nodes.push(el("dt", { text: key }));
-          nodes.push(el("dd", { text: text }));
+          nodes.push(el("dt", { text: DETAIL_LABELS[key] || key }));
+          nodes.push(el("dd", { text: detailText(key, metadata[key]) }));
           return nodes;
         }, [])
       )
     ];
+  }
+
+  // Audit times in the reader's local time zone, in full (the relative form is the tooltip).
+  function localTimeNode(iso) {
+    var date = new Date(iso);
+    if (!iso || isNaN(date.getTime())) return el("span", { text: iso || "—" });
+    return el("time", { text: date.toLocaleString(), attrs: { datetime: iso, title: relativeText(date) } });
   }
 
   function openAudit(token) {
@@ -770,17 +1069,19 @@
     api("GET", "/" + KIND + "/" + encodeURIComponent(token.id) + "/audit")
       .then(function (data) {
         data.events.forEach(function (event) {
+          var ip = event.metadata && event.metadata.ip;
           rows.appendChild(
             el("tr", { attrs: { "data-event": event.event } }, [
-              cell("When", [timeNode(event.occurredAt)]),
-              cell("Event", [el("span", { className: "chip event-" + event.event, text: EVENT_LABELS[event.event] || event.event })]),
-              cell("Actor", [el("span", { text: event.actor || "—" })]),
+              cell("When", [localTimeNode(event.occurredAt)]),
+              cell("Action", [el("span", { className: "chip event-" + event.event, text: EVENT_LABELS[event.event] || event.event })]),
+              cell("By", [el("span", { text: event.actor || "—" })]),
+              cell("Client address", [el("span", { className: ip ? "mono" : "muted", text: ip || "—" })]),
               cell("Details", detailsOf(event.metadata))
             ])
           );
         });
         if (data.events.length === 0) {
-          rows.appendChild(el("tr", {}, [el("td", { text: "No events recorded.", attrs: { colspan: "4" } })]));
+          rows.appendChild(el("tr", {}, [el("td", { text: "No events recorded.", attrs: { colspan: "5" } })]));
         }
       })
       .catch(function (failure) {
@@ -795,7 +1096,7 @@
 
   function start() {
     configure();
-    listState = { offset: 0, total: 0, status: "", group: "" };
+    listState = stateFromUrl();
     knownGroups = {};
     document.querySelectorAll(".signin-controls").forEach(wireSignIn);
     var signOutButton = $("sign-out");
@@ -805,13 +1106,13 @@
     wireSecretPanel();
     wireFilters();
     wireCreate();
+    wireEdit();
     wireRevoke();
     wireRotate();
-    if (!getToken()) {
-      $("loading").hidden = true;
-      showReauth();
-      return;
-    }
+    showFilters();
+    // Without a token in memory (a reload, a new tab) the list is read with
+    // the backstage-auth cookie, read-only.
+    if (!getToken()) showReauth(true);
     loadTokens();
   }
 
