@@ -507,3 +507,20 @@ def test_a_failing_sink_is_logged_and_the_others_still_run(
     assert "An audit sink failed on x.e (RuntimeError)" in caplog.text
     with pytest.raises(ValueError):
         root.for_plugin("x").create_event("e", severity="urgent")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("host", "hostname"),
+    [
+        ("backstage.example.com:7007", "backstage.example.com"),
+        ("backstage.example.com", "backstage.example.com"),
+        ("[::1]:7007", "[::1]"),
+        ("[::1]", "[::1]"),
+    ],
+)
+def test_the_hostname_is_the_host_without_its_port(host: str, hostname: str) -> None:
+    audit = AuditCapture()
+    app = Flask(__name__)
+    with app.test_request_context("/x", headers={"Host": host}) as context:
+        audit.auditor().create_event("e", request=context.request)
+    assert audit.records[0].actor["hostname"] == hostname

@@ -298,9 +298,19 @@ def _actor(actor_id: str | None, request: Request | None) -> dict[str, str | Non
     return {
         "actorId": actor_id,
         "ip": request.remote_addr,
-        "hostname": _text(request.host.rsplit(":", 1)[0] if request.host else "", 255) or None,
+        "hostname": _hostname(request.host),
         "userAgent": _text(agent) if agent else None,
     }
+
+
+def _hostname(host: str) -> str | None:
+    """The ``Host`` without its port (Express's ``req.hostname``)."""
+    if host.startswith("["):  # an IPv6 literal
+        end = host.find("]")
+        name = host[: end + 1] if end != -1 else host
+    else:
+        name = host.split(":", 1)[0]
+    return _text(name, 255) or None
 
 
 def _request(request: Request | None) -> dict[str, str] | None:
