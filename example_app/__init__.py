@@ -8,6 +8,12 @@ plugin by default, and plugins open what they must with auth policies
 stylesheets unauthenticated). Plugins call each other with plugin tokens whose
 keys live in ``backend.database``; the ``auth`` plugin signs users in (the
 guest provider, in development).
+
+A plugin that ``discovery.endpoints`` places on another backend (``auth``,
+``catalog``, ``permission``: a Backstage backend of the organisation) is not
+served here: user tokens are then verified with that ``auth`` plugin's keys,
+and with ``permission`` elsewhere no local policy is installed: the
+decisions are the permission backend's.
 """
 
 from __future__ import annotations
@@ -19,17 +25,17 @@ from pathlib import Path
 
 from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
-from werkzeug.exceptions import HTTPException
 
 from example_app.environment import make_create_env
 from example_app.permission_policy import ExamplePolicy
 from example_app.plugins import app as app_plugin
 from example_app.plugins import catalog, search, techdocs
-from flask_backstage_auth import AuthBackend, BackstageAuth, BackstageError, ConfigError
+from flask_backstage_auth import AuthBackend, BackstageAuth, ConfigError
 from flask_backstage_auth.access_tokens.extension import AccessTokens
 from flask_backstage_auth.clock import Clock
 from flask_backstage_auth.config import CONFIG_KEY, ConfigReader, load_app_config
 from flask_backstage_auth.db.cli import upgrade_database
+from flask_backstage_auth.discovery import HostDiscovery
 
 HERE = Path(__file__).parent
 DEFAULT_CONFIG = HERE / "app-config.yaml"
@@ -40,21 +46,6 @@ def _config_files() -> list[str]:
     if named:
         return [p for p in named.split(os.pathsep) if p]
     return [str(DEFAULT_CONFIG)]
-
-
-class _GenericHTTPError(BackstageError):
-    """Werkzeug's own errors (404, 405, 500), in Backstage's JSON shape."""
-
-
-def _json_http_error(error: HTTPException) -> t.Any:
-    if isinstance(error, BackstageError):
-        return error
-    generic = _GenericHTTPError(error.description or error.name)
-    generic.code = error.code or 500
-    generic.error_name = {404: "NotFoundError", 405: "InputError"}.get(generic.code, "Error")
-    if generic.code >= 500:
-        generic.description = "Internal server error"
-    return generic
 
 
 def _database_url(app: Flask, config: ConfigReader) -> str:
@@ -83,6 +74,8 @@ def create_app(config: t.Mapping[str, t.Any] | None = None, *, clock: Clock = ti
     :param clock: the time source of token verification (for tests).
     """
     app = Flask(__name__)
+    # Every error of the app (404, 405, 500...) in Backstage's JSON shape.
+    app.config["BACKSTAGE_AUTH_JSON_ERRORS"] = True
     files = _config_files()
     app.config[CONFIG_KEY] = load_app_config(*files)
     app.config["EXAMPLE_CONFIG_DIR"] = str(Path(files[-1]).resolve().parent)
@@ -101,21 +94,28 @@ def create_app(config: t.Mapping[str, t.Any] | None = None, *, clock: Clock = ti
         )
     setting = app.config.get("BACKSTAGE_AUTH_DEVELOPMENT")
     development = bool(app.debug or app.testing) if setting is None else bool(setting)
-    policy = ExamplePolicy(backstage.get("accessTokens.admins", []) or [], development=development)
+    elsewhere = HostDiscovery.from_config(backstage).has_endpoint
+    # The deployment's permission backend decides when discovery puts it elsewhere.
+    policy = (
+        None
+        if elsewhere("permission")
+        else ExamplePolicy(backstage.get("accessTokens.admins", []) or [], development=development)
+    )
     # Plugin keys and access tokens live in the database, shared by every instance.
     BackstageAuth(app, db=db, clock=clock, permission_policy=policy)
     with app.app_context():
         upgrade_database(db.engine)  # as Backstage plugins migrate at start-up
-    AuthBackend(app)  # the auth plugin: user tokens, and the guest provider in development
+    if not elsewhere("auth"):
+        AuthBackend(app)  # the auth plugin: user tokens, and the guest provider in development
     AccessTokens(app)  # /api/access-tokens: long-lived scoped tokens
     create_env = make_create_env(app, backstage)
 
     docs_dir = Path(backstage.get_string("techdocs.docsDir", "docs"))
     if not docs_dir.is_absolute():
         docs_dir = Path(app.config["EXAMPLE_CONFIG_DIR"]) / docs_dir
-    app.register_blueprint(catalog.create_plugin(create_env("catalog")))
+    if not elsewhere("catalog"):
+        app.register_blueprint(catalog.create_plugin(create_env("catalog")))
     app.register_blueprint(search.create_plugin(create_env("search")))
     app.register_blueprint(techdocs.create_plugin(create_env("techdocs"), docs_dir))
     app.register_blueprint(app_plugin.create_plugin(create_env("app")))
-    app.register_error_handler(HTTPException, _json_http_error)
     return app

@@ -16,7 +16,7 @@ import weakref
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from flask import Flask
+from flask import Flask, has_request_context, request
 
 from flask_backstage_auth.audit.service import RootAuditor
 from flask_backstage_auth.auth.external.handler import ExternalAccess, builtin_handlers
@@ -38,14 +38,28 @@ from flask_backstage_auth.auth.user.handler import UserTokenHandler
 from flask_backstage_auth.clock import Clock
 from flask_backstage_auth.config.reader import CONFIG_KEY, ConfigReader
 from flask_backstage_auth.config.settings import Settings
+from flask_backstage_auth.config.unknown_keys import warn_unknown_auth_keys
+from flask_backstage_auth.credentials import Credentials
 from flask_backstage_auth.discovery import HostDiscovery
 from flask_backstage_auth.http_auth.service import CookieSettings, HttpAuthService
 from flask_backstage_auth.legacy.token_manager import ServerTokenManager, TokenManager
-from flask_backstage_auth.permissions import PermissionPolicy, PermissionsService
+from flask_backstage_auth.permissions.integration import (
+    PermissionIntegration,
+    PermissionIntegrations,
+)
+from flask_backstage_auth.permissions.local import PermissionPolicy
+from flask_backstage_auth.permissions.remote import PERMISSION_PLUGIN_ID, PermissionClient
+from flask_backstage_auth.permissions.service import PermissionsService
 from flask_backstage_auth.router.barrier import CredentialsBarrier
 from flask_backstage_auth.router.integration import PluginEndpoints
 from flask_backstage_auth.router.policies import AuthPolicy
 from flask_backstage_auth.router.routes import RouteTable
+from flask_backstage_auth.user_info import (
+    CachedUserInfoService,
+    DefaultUserInfoService,
+    UserInfoClient,
+    UserInfoService,
+)
 
 if t.TYPE_CHECKING:  # pragma: no cover
     from flask_sqlalchemy import SQLAlchemy
@@ -99,10 +113,12 @@ class PluginServices:
         cookie: CookieSettings,
         clock: Clock,
         default_policy_disabled: bool,
+        permission_integrations: PermissionIntegrations,
         auditor: RootAuditor,
     ) -> None:
         self._auditor = auditor
         self._verifier = verifier
+        self._permission_integrations = permission_integrations
         self._token_manager = token_manager
         self._plugin_tokens = plugin_tokens
         self._local_plugins = local_plugins
@@ -127,6 +143,9 @@ class PluginServices:
             )
             self._local_plugins.add(plugin_id)
         return service
+
+    def permission_integration(self, plugin_id: str) -> PermissionIntegration | None:
+        return self._permission_integrations.find(plugin_id)
 
     def http_auth(self, plugin_id: str) -> HttpAuthService:
         service = self._http_auth.get(plugin_id)
@@ -166,6 +185,10 @@ class BackstageAuthState:
     plugin_tokens: PluginTokenHandler
     verifier: TokenVerifier
     permissions: PermissionsService
+    #: The permission integration of each plugin (``BackstageAuth.permissions_registry``).
+    permission_integrations: PermissionIntegrations
+    #: Who a user is and what they own (``ent``, else the auth backend's userinfo).
+    user_info: UserInfoService
     plugins: PluginServices
     barrier: CredentialsBarrier
 
@@ -198,6 +221,7 @@ def build_state(app: Flask, options: Options) -> BackstageAuthState:
     database = database_service(app, options.db)
     config = ConfigReader(app.config.get(CONFIG_KEY) or {}, "")
     auditor = RootAuditor.from_config(config, clock=clock)
+    warn_unknown_auth_keys(config)
     default_policy_disabled = config.get_bool("backend.auth.dangerouslyDisableDefaultAuthPolicy")
     token_manager = options.token_manager
     if token_manager is None:
@@ -215,10 +239,8 @@ def build_state(app: Flask, options: Options) -> BackstageAuthState:
         key_source, discovery, local_plugins, user_tokens, jwks_fetcher, settings, clock
     )
     verifier = token_verifier_service(plugin_tokens, user_tokens, external_access, settings, clock)
-    permissions = PermissionsService.from_config(
-        config, policy=options.permission_policy, token_manager=token_manager
-    )
-    permissions.auditor = auditor.for_plugin("permission")
+    permission_integrations = PermissionIntegrations()
+    user_info = user_info_service(discovery, settings, clock)
     plugins = PluginServices(
         verifier,
         token_manager,
@@ -228,7 +250,12 @@ def build_state(app: Flask, options: Options) -> BackstageAuthState:
         clock=clock,
         default_policy_disabled=default_policy_disabled,
         auditor=auditor,
+        permission_integrations=permission_integrations,
     )
+    permissions = permissions_service(
+        config, options, token_manager, discovery, plugins, permission_integrations
+    )
+    permissions.auditor = auditor.for_plugin("permission")
     barrier = CredentialsBarrier(
         RouteTable(plugins.http_auth),
         PluginEndpoints(settings.plugin_prefix, plugins),
@@ -261,8 +288,51 @@ def build_state(app: Flask, options: Options) -> BackstageAuthState:
         plugin_tokens=plugin_tokens,
         verifier=verifier,
         permissions=permissions,
+        permission_integrations=permission_integrations,
+        user_info=user_info,
         plugins=plugins,
         barrier=barrier,
+    )
+
+
+def permissions_service(
+    config: ConfigReader,
+    options: Options,
+    token_manager: TokenManager,
+    discovery: HostDiscovery,
+    plugins: PluginServices,
+    integrations: PermissionIntegrations,
+) -> PermissionsService:
+    """``permission.enabled``: the local policy if given, else the permission backend,
+    asked with a plugin token of the calling plugin on behalf of the caller."""
+
+    def token(credentials: Credentials) -> str | None:
+        if credentials.principal.type == "none":
+            return None
+        plugin_id = "app"
+        if has_request_context() and request.blueprints:
+            plugin_id = request.blueprints[-1]
+        return (
+            plugins.auth(plugin_id)
+            .get_plugin_request_token(
+                on_behalf_of=credentials, target_plugin_id=PERMISSION_PLUGIN_ID
+            )
+            .token
+        )
+
+    def client(batched: bool) -> PermissionClient:
+        return PermissionClient(
+            base_url=lambda: discovery.get_base_url(PERMISSION_PLUGIN_ID),
+            token=token,
+            batched=batched,
+        )
+
+    return PermissionsService.from_config(
+        config,
+        policy=options.permission_policy,
+        token_manager=token_manager,
+        client=client,
+        integrations=integrations.find,
     )
 
 
@@ -428,6 +498,19 @@ def user_token_service(
         ),
         clock=clock,
         leeway=settings.leeway,
+    )
+
+
+def user_info_service(
+    discovery: HostDiscovery, settings: Settings, clock: Clock
+) -> CachedUserInfoService:
+    """Backstage's ``userInfoServiceFactory``: the ``ent`` claim, else the auth
+    backend's ``/v1/userinfo``, each answer cached for 5 seconds per token."""
+    client = UserInfoClient(discovery, timeout=settings.user_info_timeout)
+    return CachedUserInfoService(
+        DefaultUserInfoService(client, accept_mock_tokens=settings.accept_mock_tokens),
+        wait=settings.user_info_timeout,
+        clock=clock,
     )
 
 

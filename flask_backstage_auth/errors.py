@@ -1,13 +1,20 @@
 """Errors that become Backstage's JSON error body.
 
-Each error is a :class:`werkzeug.exceptions.HTTPException`, so the same object
-can be raised in a view, returned from a ``before_request`` hook, or called as a
-WSGI application by the middleware. The body is Backstage's
-``ErrorResponseBody``::
+Each error is an instance of Werkzeug's exception for its status
+(:class:`~werkzeug.exceptions.Unauthorized`, :class:`~werkzeug.exceptions.Forbidden`,
+...), so the same object can be raised in a view, returned from a
+``before_request`` hook, called as a WSGI application by the middleware, and
+handled by ``@app.errorhandler(401)`` like Flask's own. The body is
+Backstage's ``ErrorResponseBody``::
 
     {"error": {"name": "AuthenticationError", "message": "Missing credentials"},
-     "request": {"method": "GET", "url": "/api/catalog/entities"},
+     "request": {"method": "GET", "url": "/entities"},
      "response": {"statusCode": 401}}
+
+``request.url`` is the path as the plugin's router sees it (Backstage reports
+Express's ``req.url`` inside the plugin router mounted at ``/api/<plugin id>``):
+relative to the plugin's mount when the barrier has found one, the whole path
+otherwise, and never the query string.
 """
 
 from __future__ import annotations
@@ -15,7 +22,17 @@ from __future__ import annotations
 import json
 import typing as t
 
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    HTTPException,
+    InternalServerError,
+    NotFound,
+    RequestEntityTooLarge,
+    ServiceUnavailable,
+    Unauthorized,
+)
 from werkzeug.sansio.response import Response
 
 if t.TYPE_CHECKING:  # pragma: no cover
@@ -23,6 +40,27 @@ if t.TYPE_CHECKING:  # pragma: no cover
 
 #: The longest cause message kept in an error's text.
 _MAX_CAUSE_LENGTH = 200
+
+#: WSGI environ key: the mount of the request's plugin (``/api/catalog``),
+#: set by the credentials barrier; ``request.url`` of an error is relative to it.
+PLUGIN_MOUNT_KEY = "flask_backstage_auth.plugin_mount"
+
+
+def request_url(environ: WSGIEnvironment) -> str:
+    """The URL of an error body: the path as the plugin's router sees it.
+
+    The path only: a query string may carry a token. Decoded as Werkzeug
+    decodes it for routing (WSGI strings are latin-1).
+    """
+    path = _decoded(environ.get("PATH_INFO", ""))
+    mount = environ.get(PLUGIN_MOUNT_KEY)
+    if isinstance(mount, str) and mount and (path == mount or path.startswith(mount + "/")):
+        return path[len(mount) :] or "/"
+    return _decoded(environ.get("SCRIPT_NAME", "")) + path
+
+
+def _decoded(wsgi_string: object) -> str:
+    return str(wsgi_string or "").encode("latin-1", "replace").decode("utf-8", "replace")
 
 
 def describe_cause(cause: BaseException | None) -> str:
@@ -49,6 +87,8 @@ class BackstageError(HTTPException):
     code = 500
     #: Backstage's error class name, e.g. ``AuthenticationError``.
     error_name = "Error"
+    #: Headers sent with the body (``Allow`` of a 405, ``Retry-After``).
+    extra_headers: t.Sequence[tuple[str, str]] = ()
 
     def __init__(self, message: str = "", cause: BaseException | None = None) -> None:
         self.message = message
@@ -66,9 +106,10 @@ class BackstageError(HTTPException):
             "error": {"name": self.error_name, "message": self.description},
         }
         if environ is not None:
-            # The path only: a query string may carry a token.
-            url = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
-            body["request"] = {"method": environ.get("REQUEST_METHOD", ""), "url": url}
+            body["request"] = {
+                "method": environ.get("REQUEST_METHOD", ""),
+                "url": request_url(environ),
+            }
         body["response"] = {"statusCode": self.code}
         return body
 
@@ -80,7 +121,7 @@ class BackstageError(HTTPException):
     def get_headers(
         self, environ: WSGIEnvironment | None = None, scope: dict[str, t.Any] | None = None
     ) -> list[tuple[str, str]]:
-        return [("Content-Type", "application/json; charset=utf-8")]
+        return [("Content-Type", "application/json; charset=utf-8"), *self.extra_headers]
 
     def get_response(  # type: ignore[override]
         self,
@@ -90,14 +131,14 @@ class BackstageError(HTTPException):
         return super().get_response(environ, scope)  # type: ignore[arg-type]
 
 
-class InputError(BackstageError):
+class InputError(BackstageError, BadRequest):
     """400: the request itself is malformed."""
 
     code = 400
     error_name = "InputError"
 
 
-class AuthenticationError(BackstageError):
+class AuthenticationError(BackstageError, Unauthorized):
     """401: missing or invalid credentials. Carries ``WWW-Authenticate: Bearer``."""
 
     code = 401
@@ -109,39 +150,86 @@ class AuthenticationError(BackstageError):
         return [*super().get_headers(environ, scope), ("WWW-Authenticate", "Bearer")]
 
 
-class NotAllowedError(BackstageError):
+class NotAllowedError(BackstageError, Forbidden):
     """403: valid credentials that may not do this."""
 
     code = 403
     error_name = "NotAllowedError"
 
 
-class NotFoundError(BackstageError):
+class NotFoundError(BackstageError, NotFound):
     """404: no such thing."""
 
     code = 404
     error_name = "NotFoundError"
 
 
-class ConflictError(BackstageError):
+class ConflictError(BackstageError, Conflict):
     """409: the request conflicts with the current state."""
 
     code = 409
     error_name = "ConflictError"
 
 
-class PayloadTooLargeError(BackstageError):
+class PayloadTooLargeError(BackstageError, RequestEntityTooLarge):
     """413: the request body is larger than the endpoint reads (Express's name)."""
 
     code = 413
     error_name = "PayloadTooLargeError"
 
 
-class ServiceUnavailableError(BackstageError):
+class ServiceUnavailableError(BackstageError, ServiceUnavailable):
     """503: a dependency (a key store, a database) is not reachable."""
 
     code = 503
     error_name = "ServiceUnavailableError"
+
+
+class HttpError(BackstageError):
+    """Any other HTTP error (Werkzeug's or the app's), in Backstage's shape."""
+
+    def __init__(self, message: str, code: int, error_name: str = "Error") -> None:
+        super().__init__(message)
+        self.code = code
+        self.error_name = error_name
+
+
+#: Backstage's error names by status (``getStatusCode`` in backend-defaults,
+#: read backwards); other statuses are an ``Error``.
+_NAMES = {
+    400: "InputError",
+    401: "AuthenticationError",
+    403: "NotAllowedError",
+    404: "NotFoundError",
+    409: "ConflictError",
+    413: "PayloadTooLargeError",
+    429: "TooManyRequestsError",
+    501: "NotImplementedError",
+    503: "ServiceUnavailableError",
+}
+
+
+def as_backstage_error(error: HTTPException) -> BackstageError:
+    """``error`` in Backstage's JSON shape (a :class:`BackstageError` stays as it is).
+
+    A 500 says ``Internal server error`` and nothing of its cause; a
+    redirect says its name, not its target.
+    """
+    if isinstance(error, BackstageError):
+        return error
+    code = error.code or 500
+    if code == 500 or isinstance(error, InternalServerError):
+        message = "Internal server error"
+    elif code < 400:
+        message = error.name  # a redirect's description is its URL, query string and all
+    else:
+        message = error.description or error.name
+    converted = HttpError(message, code, _NAMES.get(code, "Error"))
+    # Werkzeug's headers that belong to the status (Allow of a 405, Retry-After, Location).
+    converted.extra_headers = [
+        (k, v) for k, v in error.get_headers() if k.lower() != "content-type"
+    ]
+    return converted
 
 
 class ConfigError(ValueError):

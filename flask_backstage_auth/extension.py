@@ -27,8 +27,11 @@ from flask_backstage_auth.http_auth.memo import established
 from flask_backstage_auth.http_auth.service import HttpAuthService
 from flask_backstage_auth.legacy.token_manager import TokenManager
 from flask_backstage_auth.permissions import PermissionPolicy, PermissionsService
+from flask_backstage_auth.permissions.integration import PermissionIntegration
+from flask_backstage_auth.router.json_errors import install_json_errors
 from flask_backstage_auth.router.policies import AuthPolicy
 from flask_backstage_auth.router.policies import add_auth_policy as attach_auth_policy
+from flask_backstage_auth.user_info import UserInfoService
 
 if t.TYPE_CHECKING:  # pragma: no cover
     from flask_sqlalchemy import SQLAlchemy
@@ -84,6 +87,8 @@ class BackstageAuth:
         app.extensions[EXTENSION_KEY] = state
         # First, so that no other before_request hook runs for a refused request.
         app.before_request_funcs.setdefault(None, []).insert(0, state.barrier.check)
+        if state.settings.json_errors:
+            install_json_errors(app)
 
     @staticmethod
     def state(app: Flask | None = None) -> BackstageAuthState:
@@ -137,6 +142,19 @@ class BackstageAuth:
     def permissions(self) -> PermissionsService:
         """The permissions service of the current app."""
         return self.state().permissions
+
+    def permissions_registry(
+        self, plugin_id: str | None = None, *, app: Flask | None = None
+    ) -> PermissionIntegration:
+        """The permission integration of a plugin (default: the current request's),
+        Backstage's ``permissionsRegistry``: its permissions, resource types and
+        rules, served at ``/api/<plugin>/.well-known/backstage/permissions/``."""
+        return self.state(app).permission_integrations.get(plugin_id or _current_plugin_id())
+
+    @property
+    def user_info(self) -> UserInfoService:
+        """The ``user_info`` service of the current app: who a user is and what they own."""
+        return self.state().user_info
 
     @property
     def token_manager(self) -> TokenManager:

@@ -13,6 +13,7 @@ from flask_sqlalchemy import SQLAlchemy
 from werkzeug.test import TestResponse
 
 import flask_backstage_auth.access_tokens
+import flask_backstage_auth.db.cli
 from flask_backstage_auth import BackstageAuth
 from flask_backstage_auth.access_tokens.extension import AccessTokens
 from flask_backstage_auth.access_tokens.format import generate_token
@@ -1053,3 +1054,18 @@ def test_leak_reports_are_rate_limited_per_client(app: Flask, clock: FakeClock) 
     assert other.status_code == 200
     clock.now += 61
     assert anonymous.post(SERVICE + "/revoke", json={"tokens": []}).status_code == 200
+
+
+@pytest.mark.parametrize("collection", [SERVICE + "/", SERVICE])
+def test_the_collection_answers_with_and_without_its_trailing_slash(
+    client: FlaskClient, collection: str
+) -> None:
+    created = client.post(collection, json=new_service_body(), headers=user())
+    assert created.status_code == 201, created.get_data(as_text=True)  # not a 308 dropping the body
+    listed = client.get(collection, headers=user())
+    assert listed.status_code == 200
+    assert [t["name"] for t in listed.get_json()["tokens"]] == ["ci-pipeline"]
+    # The item routes keep their strict form: no route answers an extra slash.
+    token_id = created.get_json()["token"]["id"]
+    assert client.get(f"{SERVICE}/{token_id}", headers=user()).status_code == 200
+    assert client.get(f"{SERVICE}/{token_id}/", headers=user()).status_code == 404

@@ -128,7 +128,12 @@ def test_every_token_event_has_backstages_fields_and_never_the_token() -> None:
         revoked = client.delete(f"{SERVICE}/{token_id}", json={"reason": "done"}, headers=admin)
         assert revoked.status_code == 204
         (revoke,) = audit.find("access-token-revoke", status="succeeded")
-        assert revoke.meta == {"kind": "service", "tokenId": token_id, "reason": "done"}
+        assert revoke.meta == {
+            "kind": "service",
+            "tokenId": token_id,
+            "reason": "done",
+            "tokenVersion": 4,  # created 1, rotated 2, patched 3, revoked 4
+        }
 
         assert use(app, new_raw) == 401
         (failed_use,) = audit.find("access-token-failed-use", status="failed")

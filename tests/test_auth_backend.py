@@ -143,8 +143,14 @@ def test_catalog_refuses_anonymous_callers_while_auth_plugin_is_open() -> None:
     assert client.get("/api/auth/unknown").status_code == 404
 
 
-def test_token_header_and_claims_are_backstages() -> None:
-    app = make_app()
+@pytest.mark.parametrize("omit", [None, True, False])
+def test_token_header_and_claims_are_backstages(omit: bool | None) -> None:
+    # auth.omitIdentityTokenOwnershipClaim: Backstage's default (since
+    # plugin-auth-backend 0.28) is true, which leaves ent out.
+    config = copy.deepcopy(CONFIG)
+    if omit is not None:
+        config["auth"]["omitIdentityTokenOwnershipClaim"] = omit
+    app = make_app(config)
     client = app.test_client()
     token = sign_in(client)["backstageIdentity"]["token"]
     header_b64, payload_b64, _ = token.split(".")
@@ -156,10 +162,13 @@ def test_token_header_and_claims_are_backstages() -> None:
         == json.dumps({"typ": USER_TYP, "alg": "ES256", "kid": kid}, separators=(",", ":")).encode()
     )
     claims = b64_json(payload_b64)
-    assert list(claims) == ["iss", "sub", "ent", "aud", "iat", "exp", "uip"]
+    if omit is False:
+        assert list(claims) == ["iss", "sub", "ent", "aud", "iat", "exp", "uip"]
+        assert claims["ent"] == [GUEST]
+    else:
+        assert list(claims) == ["iss", "sub", "aud", "iat", "exp", "uip"]
     assert claims["iss"] == f"{BASE_URL}/api/auth"
     assert claims["sub"] == GUEST
-    assert claims["ent"] == [GUEST]
     assert claims["aud"] == "backstage"
     assert claims["iat"] == int(START)
     assert claims["exp"] - claims["iat"] == 3600
@@ -187,7 +196,9 @@ def test_configured_guest_identity() -> None:
     }
     claims = b64_json(identity["token"].split(".")[1])
     assert claims["sub"] == "user:default/alice"
-    assert claims["ent"] == ["user:default/alice", "group:default/team"]
+    assert "ent" not in claims  # Backstage's default: ownership is served by /v1/userinfo
+    userinfo = client.get("/api/auth/v1/userinfo", headers=bearer(identity["token"]))
+    assert userinfo.get_json()["claims"]["ent"] == ["user:default/alice", "group:default/team"]
     assert principal(client, identity["token"])["userEntityRef"] == "user:default/alice"
 
 
@@ -333,7 +344,7 @@ def test_start_and_frame_are_not_implemented(path: str, method: str) -> None:
     assert response.status_code == 501
     assert response.get_json() == {
         "error": {"name": "NotImplementedError", "message": "Not implemented"},
-        "request": {"method": method, "url": path},
+        "request": {"method": method, "url": path.removeprefix("/api/auth")},
         "response": {"statusCode": 501},
     }
 

@@ -532,3 +532,53 @@ def test_access_token_walkthrough(example_database: str) -> None:
     finally:
         with app.app_context():
             app.extensions["sqlalchemy"].engine.dispose()
+
+
+def test_plugins_placed_on_another_backend_are_not_served_here() -> None:
+    """Beside an organisation's Backstage: its auth and catalog, not the example's."""
+    from example_app import create_app
+    from flask_backstage_auth import AuthBackend
+
+    elsewhere = create_app(
+        {
+            "TESTING": True,
+            "SQLALCHEMY_DATABASE_URI": "sqlite://",
+            "BACKSTAGE_CONFIG": {
+                "backend": {"baseUrl": "http://127.0.0.1:7007"},
+                "discovery": {
+                    "endpoints": [
+                        {
+                            "target": "http://127.0.0.1:1/api/{{pluginId}}",
+                            "plugins": ["auth", "catalog"],
+                        }
+                    ]
+                },
+            },
+        }
+    )
+    assert {"auth", "catalog"}.isdisjoint(elsewhere.blueprints)
+    assert {"app", "search", "techdocs"} <= set(elsewhere.blueprints)
+    with pytest.raises(RuntimeError):
+        AuthBackend.state(elsewhere)
+    rules = [rule.rule for rule in elsewhere.url_map.iter_rules()]
+    assert not [r for r in rules if r.startswith(("/api/auth/", "/api/catalog/"))]
+    assert "/api/search/index" in rules
+    client = elsewhere.test_client()
+    assert client.post("/api/auth/guest/refresh").status_code == 401  # no open route there
+    # A user token is checked with the keys of the auth plugin elsewhere,
+    # which cannot be fetched here: refused.
+    home = create_app({"TESTING": True, "SQLALCHEMY_DATABASE_URI": "sqlite://"})
+    token = home.test_client().post("/api/auth/guest/refresh").get_json()["backstageIdentity"]
+    response = client.get("/api/app/whoami", headers={"Authorization": f"Bearer {token['token']}"})
+    assert response.status_code == 401
+
+
+def test_every_error_is_json_by_the_one_setting(
+    client: FlaskClient, auth_headers: dict[str, str]
+) -> None:
+    assert client.application.config["BACKSTAGE_AUTH_JSON_ERRORS"] is True
+    missing = client.get("/api/catalog/no-such-route", headers=auth_headers)
+    assert (missing.status_code, missing.get_json()["error"]["name"]) == (404, "NotFoundError")
+    assert missing.get_json()["request"] == {"method": "GET", "url": "/no-such-route"}
+    wrong = client.delete("/api/app/health", headers=auth_headers)
+    assert (wrong.status_code, wrong.get_json()["response"]) == (405, {"statusCode": 405})

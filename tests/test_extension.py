@@ -101,7 +101,7 @@ def test_error_body_is_backstages() -> None:
     assert response.mimetype == "application/json"
     assert response.get_json() == {
         "error": {"name": "AuthenticationError", "message": "Missing credentials"},
-        "request": {"method": "GET", "url": "/api/catalog/things"},
+        "request": {"method": "GET", "url": "/things"},
         "response": {"statusCode": 401},
     }
 

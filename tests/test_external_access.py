@@ -171,7 +171,7 @@ def hs256_by_hand(header: dict[str, t.Any], claims: dict[str, t.Any], key: bytes
 def illegal_token_body(plugin: str = "catalog") -> dict[str, t.Any]:
     return {
         "error": {"name": "AuthenticationError", "message": "Illegal token"},
-        "request": {"method": "GET", "url": f"/api/{plugin}/whoami"},
+        "request": {"method": "GET", "url": "/whoami"},
         "response": {"statusCode": 401},
     }
 
@@ -394,7 +394,7 @@ def test_restricted_token_reaches_only_its_plugin(clock: FakeClock) -> None:
             "name": "NotAllowedError",
             "message": "This token's access is restricted to plugin(s) 'catalog'",
         },
-        "request": {"method": "GET", "url": "/api/search/whoami"},
+        "request": {"method": "GET", "url": "/whoami"},
         "response": {"statusCode": 403},
     }
 

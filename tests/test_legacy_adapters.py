@@ -25,7 +25,7 @@ from flask_backstage_auth import (
     create_require_authentication_middleware,
 )
 from flask_backstage_auth.credentials import NONE_CREDENTIALS
-from flask_backstage_auth.errors import InputError
+from flask_backstage_auth.errors import InputError, ServiceUnavailableError
 from flask_backstage_auth.extension import BackstageAuth
 from flask_backstage_auth.http_auth.service import HttpAuthService
 from flask_backstage_auth.legacy import adapters as legacy_adapters
@@ -651,10 +651,12 @@ def test_user_info_reads_sub_and_ent() -> None:
     assert info == BackstageUserInfo(JANE, (JANE, "group:default/payments"))
 
 
-def test_user_info_ent_defaults_to_empty() -> None:
-    info = UserInfoCompat().get_user_info(Credentials(UserPrincipal(JANE), token=user_jwt()))
-    assert info.ownership_entity_refs == ()
-    assert info.user_entity_ref == JANE
+def test_user_info_without_ent_and_without_discovery_fails_closed() -> None:
+    # Backstage's UserInfoCompat answers [] here; tokens have no ent by default
+    # since plugin-auth-backend 0.28, so an empty ownership would be a guess.
+    with pytest.raises(ServiceUnavailableError, match="can not be determined") as info:
+        UserInfoCompat().get_user_info(Credentials(UserPrincipal(JANE), token=user_jwt()))
+    assert info.value.code == 503
 
 
 @pytest.mark.parametrize(

@@ -660,7 +660,7 @@ def test_a_restricted_legacy_external_access_entry_never_passes_an_old_plugin(
         403,
         {
             "error": {"name": "NotAllowedError", "message": RESTRICTED_TO_CATALOG},
-            "request": {"method": "GET", "url": "/api/search/x"},
+            "request": {"method": "GET", "url": "/x"},
             "response": {"statusCode": 403},
         },
     )

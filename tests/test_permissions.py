@@ -210,7 +210,7 @@ def test_disabled_needs_no_policy_and_accepts_a_noop_token_manager() -> None:
     assert service.authorize(USER, DELETE).result is AuthorizeResult.ALLOW
 
 
-@pytest.mark.parametrize("result", list(AuthorizeResult))
+@pytest.mark.parametrize("result", [AuthorizeResult.ALLOW, AuthorizeResult.DENY])
 def test_enabled_returns_the_policy_decision(result: AuthorizeResult) -> None:
     policy = RecordingPolicy(result)
     decision = enabled(policy).authorize(USER, READ, resource_ref="component:default/x")
@@ -367,7 +367,16 @@ def test_policy_exception_propagates() -> None:
         service.authorize_many(USER, [PolicyQuery(READ)])
 
 
-@pytest.mark.parametrize("answer", [None, "ALLOW", PolicyDecision("ALLOW")])  # type: ignore[arg-type]
+@pytest.mark.parametrize(
+    "answer",
+    [
+        None,
+        "ALLOW",
+        PolicyDecision("ALLOW"),  # type: ignore[arg-type]
+        # CONDITIONAL without conditions is no decision at all
+        PolicyDecision(AuthorizeResult.CONDITIONAL),
+    ],
+)
 def test_malformed_policy_answer_is_not_an_allow(answer: t.Any) -> None:
     class Malformed:
         def handle(self, query: PolicyQuery, credentials: Credentials) -> t.Any:

@@ -37,6 +37,7 @@ def test_readme_has_exactly_two_setup_commands() -> None:
 def _copy_project(target: Path) -> Path:
     ignore = shutil.ignore_patterns(
         ".venv",
+        ".venv-*",
         ".tox",
         ".git",
         "__pycache__",

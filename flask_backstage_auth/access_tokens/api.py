@@ -334,7 +334,15 @@ class _Kind:
             ("/<id>/rotate", "rotate", self.rotate_token, ["POST"]),
         ]
         for path, name, view, methods in routes:
-            bp.add_url_rule(f"/{self.kind}{path}", f"{self.kind}_{name}", view, methods=methods)
+            # The collection answers with and without its trailing slash (as
+            # Express routes do), never with a redirect that drops a POST's body.
+            bp.add_url_rule(
+                f"/{self.kind}{path}",
+                f"{self.kind}_{name}",
+                view,
+                methods=methods,
+                strict_slashes=path != "/",
+            )
 
 
 class _Personal(_Kind):

@@ -10,6 +10,10 @@ come from one event, written in one place.
 Changes are written at once, in the caller's thread (if that write fails,
 the row is queued and retried with the uses); uses are queued and written
 off the request's path (:mod:`~flask_backstage_auth.access_tokens.usage`).
+Each row's ``seq`` is the event's ``meta.tokenVersion``: the version a
+change made, or the version the token had when it was used. A token's rows
+so sort in the order its changes committed, each use after the change it
+saw, however late it is written.
 """
 
 from __future__ import annotations
@@ -73,6 +77,7 @@ class AuditTable:
         metadata: dict[str, t.Any] = {k: record.meta[k] for k in row.fields if k in record.meta}
         if row.use:
             metadata["ip"] = record.actor.get("ip")
+        version = record.meta.get("tokenVersion")
         self._usage.add_event(
             token_id,
             row.name,
@@ -80,4 +85,5 @@ class AuditTable:
             now=record.timestamp,
             actor=None if row.use else record.actor.get("actorId"),
             at_once=not row.use,
+            seq=version if isinstance(version, int) else 0,
         )

@@ -149,8 +149,13 @@ class AccessTokenAuthenticator:
         event = self.auditor.create_event(
             event_id,
             severity="medium",
-            meta={"kind": record.kind, "tokenId": record.id, "tokenPrefix": record.token_prefix}
-            | ({"reason": failure} if failure is not None else {}),
+            meta={
+                "kind": record.kind,
+                "tokenId": record.id,
+                "tokenPrefix": record.token_prefix,
+                "tokenVersion": record.version,  # the change this use saw
+                **({"reason": failure} if failure is not None else {}),
+            },
             request=CURRENT_REQUEST,
             actor_id=actor,
         )

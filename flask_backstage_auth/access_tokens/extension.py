@@ -8,6 +8,7 @@ from flask import Flask
 
 from flask_backstage_auth.access_tokens.admin import init_admin
 from flask_backstage_auth.access_tokens.api import create_blueprint
+from flask_backstage_auth.access_tokens.permissions import ALL_PERMISSIONS
 from flask_backstage_auth.access_tokens.ratelimit import ClientAddress, remote_addr
 from flask_backstage_auth.access_tokens.scopes import Scope, ScopeCatalogue
 from flask_backstage_auth.access_tokens.settings import DAY, AccessTokenSettings
@@ -102,6 +103,9 @@ class AccessTokens:
             name="access token",
         )
         app.extensions[EXTENSION_KEY] = state
+        # Published as primedx's plugin does (permissionsRegistry.addPermissions):
+        # the permission backend's metadata lists them.
+        auth_state.permission_integrations.get(PLUGIN_ID).add_permissions(ALL_PERMISSIONS)
         if self._register_blueprint:
             app.register_blueprint(create_blueprint(state))
             if self._admin_pages:

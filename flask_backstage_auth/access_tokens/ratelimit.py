@@ -15,6 +15,7 @@ import logging
 import typing as t
 
 from flask import Request
+from werkzeug.exceptions import TooManyRequests
 
 from flask_backstage_auth.errors import BackstageError
 from flask_backstage_auth.ratelimit import RateLimit
@@ -40,7 +41,7 @@ LEAK_REPORTS_PER_MINUTE = 30
 LEAK_REPORT_CLIENTS = 10_000
 
 
-class TooManyRequestsError(BackstageError):
+class TooManyRequestsError(BackstageError, TooManyRequests):
     """429: slow down."""
 
     code = 429

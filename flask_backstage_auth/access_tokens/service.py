@@ -16,6 +16,17 @@ Every change is an event of the ``auditor`` service
 ``succeeded`` or ``failed`` (a refusal included), with the token's id, never
 its secret. The audit table is written from those events.
 
+Concurrent changes lose nothing. A rotation or a ``PATCH`` is decided on
+the record read, then written only if the row is still at that version
+(a compare-and-swap in the store); when another change came first, it is
+decided again on the current record, at most :data:`ATTEMPTS` times:
+
+* a ``PATCH`` applies on top of the other change, unless a scope it keeps
+  was removed meanwhile (409: it never puts a removed scope back);
+* a rotation that finds the token rotated meanwhile is a 409: the first
+  rotation's secret is the token's, the second's never existed;
+* a change that finds the token revoked is a 409 (``Token '…' is revoked``).
+
 Input is checked by :mod:`~flask_backstage_auth.access_tokens.validation`
 before it comes here; the checks that need the configuration (scopes known,
 lifetimes, grace) are made here. No Flask here: HTTP lives in
@@ -25,7 +36,8 @@ lifetimes, grace) are made here. No Flask here: HTTP lives in
 from __future__ import annotations
 
 import typing as t
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 from flask_backstage_auth.access_tokens import audit as events
 from flask_backstage_auth.access_tokens.format import (
@@ -48,6 +60,8 @@ from flask_backstage_auth.access_tokens.scopes import Scope, ScopeCatalogue
 from flask_backstage_auth.access_tokens.settings import AccessTokenSettings
 from flask_backstage_auth.access_tokens.store import (
     AuditEvent,
+    ChangedConcurrently,
+    LimitReached,
     SqlAccessTokenStore,
     Status,
     TokenRecord,
@@ -76,6 +90,8 @@ LEAK_REASON = "reported as leaked"
 NOT_A_TOKEN = "The caller is not an access token"
 #: How long a read waits, at most, for this instance's recorded uses to be written.
 READ_WAIT = 2.0
+#: How many times a change is decided again after another change came first.
+ATTEMPTS = 3
 
 _READ: dict[TokenKind, Permission] = {"service": SERVICE_READ, "personal": PERSONAL_READ}
 _WRITE: dict[TokenKind, Permission] = {"service": SERVICE_WRITE, "personal": PERSONAL_WRITE}
@@ -122,6 +138,17 @@ class TokenPage:
     tokens: list[TokenRecord]
     total: int
     now: float
+
+
+@dataclass
+class Outcome:
+    """What a change adds to its event's ``meta`` when it succeeds."""
+
+    meta: dict[str, t.Any] = field(default_factory=dict)
+
+    def record(self, record: TokenRecord, **more: t.Any) -> None:
+        # tokenVersion: the row's seq in the audit table (commit order).
+        self.meta.update(tokenId=record.id, tokenVersion=record.version, **more)
 
 
 @dataclass(frozen=True)
@@ -246,6 +273,27 @@ class TokenService:
             actor_id=LEAK_ACTOR if actor is None else actor.name,
         )
 
+    @contextmanager
+    def _audited(
+        self,
+        event_id: str,
+        actor: Actor | None,
+        *,
+        severity: Severity = "high",
+        meta: t.Mapping[str, t.Any],
+    ) -> t.Iterator[Outcome]:
+        """The block is the change: its event fails with the block's error, or succeeds."""
+        event = self._event(event_id, actor, severity=severity, meta=meta)
+        outcome = Outcome()
+        try:
+            yield outcome
+        except Exception as exc:
+            if event is not None:
+                event.fail(exc)
+            raise
+        if event is not None:
+            event.success(meta=outcome.meta)
+
     def _settle_usage(self) -> None:
         if self._usage is not None:
             self._usage.flush(READ_WAIT)
@@ -347,45 +395,39 @@ class TokenService:
         :raises ConflictError: the owner has a usable token of that name, or
             the user has ``maxTokensPerUser`` usable personal tokens.
         """
-        event = self._event(
-            events.CREATE,
-            actor,
-            meta={
-                "kind": kind,
-                "name": name,
-                "ownerRef": owner_ref,
-                "scopes": list(scopes),
-                "expiresAt": expires_at,
-            },
-        )
-        try:
+        meta = {
+            "kind": kind,
+            "name": name,
+            "ownerRef": owner_ref,
+            "scopes": list(scopes),
+            "expiresAt": expires_at,
+        }
+        with self._audited(events.CREATE, actor, meta=meta) as audit:
             created_by = self._changer(actor, creating=True)
             self._require(actor, _WRITE[kind], owner_ref)
             now = self.now()
-            if kind == "personal":
-                limit = self.settings.personal_max_per_user
-                if self.store.count_usable(kind, owner_ref, now=now) >= limit:
-                    raise ConflictError(f"You already have {limit} usable personal access tokens")
+            limit = self.settings.personal_max_per_user if kind == "personal" else None
             new = generate_token(kind)
-            record = self.store.create(
-                kind=kind,
-                name=name,
-                description=description,
-                digest=new.digest,
-                token_prefix=new.display_prefix,
-                owner_ref=owner_ref,
-                scopes=scopes,
-                created_by=created_by,
-                expires_at=expires_at,
-                now=now,
-            )
-        except Exception as exc:
-            if event is not None:
-                event.fail(exc)
-            raise
-        if event is not None:
-            event.success(meta={"tokenId": record.id, "tokenPrefix": record.token_prefix})
-        return Issued(record, new.value, now)
+            try:
+                record = self.store.create(
+                    kind=kind,
+                    name=name,
+                    description=description,
+                    digest=new.digest,
+                    token_prefix=new.display_prefix,
+                    owner_ref=owner_ref,
+                    scopes=scopes,
+                    created_by=created_by,
+                    expires_at=expires_at,
+                    now=now,
+                    max_usable=limit,  # counted in the insert's transaction, under the owner's lock
+                )
+            except LimitReached as exc:
+                raise ConflictError(
+                    f"You already have {exc.limit} usable personal access tokens"
+                ) from None
+            audit.record(record, tokenPrefix=record.token_prefix)
+            return Issued(record, new.value, now)
 
     def prune_audit(self) -> int:
         """Delete audit events past ``auditRetentionDays``; their count."""
@@ -406,39 +448,46 @@ class TokenService:
 
         :raises InputError: a grace past ``maxRotationGraceSeconds``.
         :raises NotFoundError: no such token.
-        :raises ConflictError: it is revoked or expired.
+        :raises ConflictError: it is revoked or expired, or another request
+            rotated it since it was read.
         """
-        event = self._event(
-            events.ROTATE,
-            actor,
-            meta={"kind": kind, "tokenId": token_id[:36], "expiresAt": expires_at},
-        )
-        try:
+        meta = {"kind": kind, "tokenId": token_id[:36], "expiresAt": expires_at}
+        with self._audited(events.ROTATE, actor, meta=meta) as audit:
             self._changer(actor, rotating=True)
             integer(grace_seconds, "graceSeconds", 0, self.max_grace)
             record = self._load(kind, token_id, owner)
             self._require(actor, _WRITE[kind], record.owner_ref)
-            now = self.now()
-            grace_until = min(now + grace_seconds, record.expires_at) if grace_seconds else None
             new = generate_token(kind)
-            rotated = self.store.rotate(
-                record.id,
-                kind,
-                digest=new.digest,
-                token_prefix=new.display_prefix,
-                expires_at=expires_at,
-                grace_until=grace_until,
-                now=now,
-            )
-        except Exception as exc:
-            if event is not None:
-                event.fail(exc)
-            raise
-        self._forget(record.id)
-        if event is not None:
-            kept = rotated.previous_expires_at
-            event.success(meta={"graceUntil": kept, "tokenPrefix": rotated.token_prefix})
-        return Issued(rotated, new.value, now)
+            for _ in range(ATTEMPTS):
+                now = self.now()
+                grace_until = min(now + grace_seconds, record.expires_at) if grace_seconds else None
+                try:
+                    rotated = self.store.rotate(
+                        record.id,
+                        kind,
+                        digest=new.digest,
+                        token_prefix=new.display_prefix,
+                        expires_at=expires_at,
+                        grace_until=grace_until,
+                        now=now,
+                        expected_version=record.version,
+                    )
+                except ChangedConcurrently as exc:
+                    current = exc.current
+                    if (current.token_prefix, current.rotated_at) != (
+                        record.token_prefix,
+                        record.rotated_at,
+                    ):
+                        raise ConflictError(
+                            f"Token '{record.id}' was rotated by another request meanwhile"
+                        ) from None
+                    record = current  # another change (a PATCH): rotate the token as it is now
+                    continue
+                self._forget(record.id)
+                kept = rotated.previous_expires_at
+                audit.record(rotated, graceUntil=kept, tokenPrefix=rotated.token_prefix)
+                return Issued(rotated, new.value, now)
+            raise ConflictError(f"Token '{record.id}' keeps changing; try again")
 
     def revoke(
         self,
@@ -454,24 +503,17 @@ class TokenService:
         :raises NotFoundError: no such token.
         :raises ConflictError: already revoked.
         """
-        event = self._event(
-            events.REVOKE, actor, meta={"kind": kind, "tokenId": token_id[:36], "reason": reason}
-        )
-        try:
+        meta = {"kind": kind, "tokenId": token_id[:36], "reason": reason}
+        with self._audited(events.REVOKE, actor, meta=meta) as audit:
             revoked_by = self._changer(actor)
             record = self._load(kind, token_id, owner)
             self._require(actor, _REVOKE[kind], record.owner_ref)
             revoked = self.store.revoke(
                 record.id, kind, actor=revoked_by, reason=reason, now=self.now()
             )
-        except Exception as exc:
-            if event is not None:
-                event.fail(exc)
-            raise
-        self._forget(record.id)
-        if event is not None:
-            event.success()
-        return revoked
+            self._forget(record.id)
+            audit.record(revoked)
+            return revoked
 
     def update(
         self,
@@ -487,7 +529,8 @@ class TokenService:
         """Rename, change the description, or narrow the scopes (never widen them).
 
         :raises InputError: nothing to change, or a scope the token does not hold.
-        :raises ConflictError: the token is revoked, or the name is taken.
+        :raises ConflictError: the token is revoked, the name is taken, or
+            another request removed one of ``scopes`` since it was read.
         """
         changes: dict[str, t.Any] = {}
         if name is not None:
@@ -496,36 +539,44 @@ class TokenService:
             changes["description"] = True  # that it changed; the text is in the token
         if scopes is not None:
             changes["scopes"] = list(scopes)
-        event = self._event(
-            events.UPDATE,
-            actor,
-            severity="medium",
-            meta={"kind": kind, "tokenId": token_id[:36], **changes},
-        )
-        try:
+        meta = {"kind": kind, "tokenId": token_id[:36], **changes}
+        with self._audited(events.UPDATE, actor, severity="medium", meta=meta) as audit:
             self._changer(actor)
             if name is None and description is None and scopes is None:
                 raise InputError("Nothing to update: give name, description or scopes")
-            record = self._load(kind, token_id, owner)
+            record = first = self._load(kind, token_id, owner)
             self._require(actor, _WRITE[kind], record.owner_ref)
-            if scopes is not None:
-                added = [s for s in scopes if s not in record.scopes]
-                if added:
-                    raise InputError(f"scopes may only be narrowed; not held: {shown(added)}")
-            if record.revoked_at is not None:
-                raise ConflictError(f"Token '{record.id}' is revoked")
-            updated = self.store.update(
-                record.id, kind, description=description, scopes=scopes, name=name
-            )
-        except Exception as exc:
-            if event is not None:
-                event.fail(exc)
-            raise
-        if scopes is not None:
-            self._forget(record.id)  # cached verifications carry the old restrictions
-        if event is not None:
-            event.success()
-        return updated
+            for _ in range(ATTEMPTS):
+                if scopes is not None:
+                    added = [s for s in scopes if s not in record.scopes]
+                    if added and record is first:
+                        raise InputError(f"scopes may only be narrowed; not held: {shown(added)}")
+                    if added:  # held when the request came, removed by another since
+                        raise ConflictError(
+                            f"Token '{record.id}' was changed by another request meanwhile;"
+                            f" no longer held: {shown(added)}"
+                        )
+                if record.revoked_at is not None:
+                    raise ConflictError(f"Token '{record.id}' is revoked")
+                try:
+                    updated = self.store.update(
+                        record.id,
+                        kind,
+                        description=description,
+                        scopes=scopes,
+                        name=name,
+                        expected_version=record.version,
+                    )
+                except ChangedConcurrently as exc:
+                    record = exc.current
+                    continue
+                if scopes is not None or name is not None:
+                    # Cached verifications carry the old restrictions (and a service
+                    # token's old name, in its subject).
+                    self._forget(record.id)
+                audit.record(updated)
+                return updated
+            raise ConflictError(f"Token '{record.id}' keeps changing; try again")
 
     def report_leaked(self, values: t.Iterable[str]) -> int:
         """Revoke every token among ``values`` that still works; how many were.
@@ -535,11 +586,11 @@ class TokenService:
         """
         now = self.now()
         unique = list(dict.fromkeys(values))
-        report = self._event(
+        revoked: list[str] = []
+        with self._audited(
             events.LEAK_REPORT, None, severity="critical", meta={"reported": len(unique)}
-        )
-        revoked: set[str] = set()
-        try:
+        ) as audit:
+            audit.meta["revoked"] = revoked  # filled as it goes: a failure shows how far
             for value in unique:
                 if parse(value) is None:
                     continue
@@ -549,33 +600,19 @@ class TokenService:
                 if match is None or match.record.id in revoked or not match.works(now):
                     continue  # unknown, counted already, or a rotated-out secret no longer working
                 if self._revoke_leaked(match.record, now):
-                    revoked.add(match.record.id)
-        except Exception as exc:
-            if report is not None:
-                report.fail(exc, meta={"revoked": sorted(revoked)})
-            raise
-        if report is not None:
-            report.success(meta={"revoked": sorted(revoked)})
-        return len(revoked)
+                    revoked.append(match.record.id)
+            return len(revoked)
 
     def _revoke_leaked(self, record: TokenRecord, now: float) -> bool:
         """Revoke a reported token, as its own ``access-token-revoke`` event."""
-        event = self._event(
-            events.REVOKE,
-            None,
-            meta={"kind": record.kind, "tokenId": record.id, "reason": LEAK_REASON},
-        )
+        meta = {"kind": record.kind, "tokenId": record.id, "reason": LEAK_REASON}
         try:
-            self.store.revoke(record.id, record.kind, actor=LEAK_ACTOR, reason=LEAK_REASON, now=now)
-        except (ConflictError, NotFoundError) as exc:
-            if event is not None:
-                event.fail(exc)
-            return False
-        except Exception as exc:
-            if event is not None:
-                event.fail(exc)
-            raise
+            with self._audited(events.REVOKE, None, meta=meta) as audit:
+                revoked = self.store.revoke(
+                    record.id, record.kind, actor=LEAK_ACTOR, reason=LEAK_REASON, now=now
+                )
+                audit.record(revoked)
+        except (ConflictError, NotFoundError):
+            return False  # revoked meanwhile: its event says so
         self._forget(record.id)
-        if event is not None:
-            event.success()
         return True

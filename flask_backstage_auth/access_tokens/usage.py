@@ -127,13 +127,16 @@ class UsageRecorder:
         now: float,
         actor: str | None = None,
         at_once: bool = False,
+        seq: int = 0,
     ) -> None:
         """Note an audit event of a token (``actor`` ``None``: the token's own use).
 
         :param at_once: write it now, in this thread (a change); if that
             fails, it is queued and retried like the others.
+        :param seq: the token's version the change made or the use saw
+            (``0``: the version when it is written).
         """
-        note = new_event(token_id, event, actor=actor, metadata=metadata, now=now)
+        note = new_event(token_id, event, actor=actor, metadata=metadata, now=now, seq=seq)
         if at_once and not self._closed and self._write([], [note]) != "retry":
             return
         self._note(None, note)

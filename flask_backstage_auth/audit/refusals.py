@@ -19,7 +19,7 @@ from flask_backstage_auth.credentials import Credentials
 from flask_backstage_auth.errors import BackstageError
 
 if t.TYPE_CHECKING:  # pragma: no cover
-    from flask_backstage_auth.permissions import PolicyQuery
+    from flask_backstage_auth.permissions import Permission
 
 AUTH_REFUSED = "auth-refused"
 PERMISSION_DENIED = "permission-denied"
@@ -88,10 +88,12 @@ def _carrier(request: Request) -> str:
 def audit_denial(
     auditor: AuditorService | None,
     credentials: Credentials,
-    query: PolicyQuery,
+    permission: Permission,
+    resource_ref: str | None,
     reason: t.Literal["access-restrictions", "policy"],
 ) -> None:
-    """Audit a permission the access restrictions or the policy denied."""
+    """Audit a permission the access restrictions, or the policy (local or the
+    permission backend), denied."""
     if auditor is None:
         return
     actor = actor_id_of(credentials)
@@ -100,12 +102,12 @@ def audit_denial(
         source=actor or "",
         severity="medium",
         meta={
-            "permission": query.permission.name,
-            "resourceRef": query.resource_ref,
+            "permission": permission.name,
+            "resourceRef": resource_ref,
             "deniedBy": reason,
         },
         request=CURRENT_REQUEST,
         credentials=credentials,
     )
     if event is not None:
-        event.fail(f"Permission denied: {query.permission.name}")
+        event.fail(f"Permission denied: {permission.name}")

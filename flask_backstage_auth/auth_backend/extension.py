@@ -13,11 +13,22 @@ verifies with the same key. :class:`AuthBackend` mounts the ``auth`` plugin:
 
 * ``GET /api/auth/.well-known/jwks.json``: the public keys of user tokens,
   which every backend (this one included) verifies them with;
+* ``GET /api/auth/v1/userinfo``: ``{"claims": {"sub", "ent", ...}}`` of the
+  bearer's user (a limited user token will do), as plugin-auth-backend 0.31's
+  OIDC router: the claims the user was last signed in with, kept in a
+  :class:`~flask_backstage_auth.auth_backend.user_info_store.UserInfoStore`
+  (the database when ``BackstageAuth`` has one, else this process). 401
+  ``No token provided`` or an invalid token, 400 for a token that is not a
+  user's, 404 ``User info not found`` for a user never signed in here;
 * the guest provider (``auth.providers.guest``, reference §6):
   ``GET|POST /api/auth/guest/refresh`` signs in as the configured guest user
   (only in development unless
   ``auth.providers.guest.dangerouslyAllowOutsideDevelopment`` is true);
   ``guest/start`` and ``guest/handler/frame`` answer 501.
+
+``auth.omitIdentityTokenOwnershipClaim`` (default ``true``, as Backstage
+since plugin-auth-backend 0.28) leaves ``ent`` out of issued tokens: their
+ownership is served by ``/v1/userinfo`` (what the ``user_info`` service asks).
 
 The whole plugin is open (``unauthenticated``), as Backstage's auth plugin is.
 It reads no request body: a declared body over 64 KiB is a 413, and the limit
@@ -40,8 +51,9 @@ import typing as t
 from dataclasses import dataclass
 
 import jwt
-from flask import Blueprint, Flask, Response, current_app, jsonify
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
 from jwt.algorithms import ECAlgorithm
+from werkzeug.exceptions import NotImplemented as WerkzeugNotImplemented
 
 from flask_backstage_auth.auth.key_sets import LocalKeySet
 from flask_backstage_auth.auth.plugin.keys import (
@@ -55,11 +67,21 @@ from flask_backstage_auth.auth.user.handler import (
     USER_AUDIENCE,
     USER_TYP,
     limited_signing_input,
+    unverified_parts,
 )
+from flask_backstage_auth.auth_backend.user_info_store import InMemoryUserInfoStore, UserInfoStore
 from flask_backstage_auth.clock import Clock, system_clock
 from flask_backstage_auth.config.reader import ConfigReader
-from flask_backstage_auth.errors import BackstageError, ConfigError, NotAllowedError
+from flask_backstage_auth.errors import (
+    AuthenticationError,
+    BackstageError,
+    ConfigError,
+    InputError,
+    NotAllowedError,
+    NotFoundError,
+)
 from flask_backstage_auth.extension import BackstageAuth, BackstageAuthState
+from flask_backstage_auth.http_auth.bearer import get_bearer_token
 from flask_backstage_auth.router.policies import add_auth_policy
 from flask_backstage_auth.router.safety import bound_request_body, no_store
 
@@ -83,7 +105,14 @@ GUEST_NOT_ALLOWED_MESSAGE = (
     " 'auth.providers.guest.dangerouslyAllowOutsideDevelopment' is enabled"
 )
 
+#: Claims left out of issued tokens when ``auth.omitIdentityTokenOwnershipClaim`` is true.
+OWNERSHIP_CLAIM = "ent"
+NOT_A_USER_MESSAGE = (
+    "Userinfo endpoint must be called with a token that represents a user principal"
+)
+
 _EXPIRATION_KEY = "auth.backstageTokenExpiration"
+_OMIT_OWNERSHIP_KEY = "auth.omitIdentityTokenOwnershipClaim"
 _GUEST_KEY = "auth.providers.guest"
 #: Units of a Backstage ``HumanDuration`` (Luxon's casual month and year).
 _DURATION_UNITS: dict[str, float] = {
@@ -98,7 +127,7 @@ _DURATION_UNITS: dict[str, float] = {
 }
 
 
-class NotImplementedHttpError(BackstageError):
+class NotImplementedHttpError(BackstageError, WerkzeugNotImplemented):
     """501: Backstage's ``NotImplementedError``."""
 
     code = 501
@@ -147,6 +176,9 @@ class UserTokenIssuer:
     :param key_source: the signing keys; their public halves are the JWKS.
     :param issuer: the ``iss`` claim, the auth plugin's external base URL.
     :param expiration: token lifetime in whole seconds, 1 to 86400.
+    :param omit_claims: claims left out of the token (Backstage's
+        ``omitClaimsFromToken``: ``("ent",)`` when
+        ``auth.omitIdentityTokenOwnershipClaim`` is true).
     :raises ValueError: an invalid ``issuer`` or ``expiration``.
     """
 
@@ -157,6 +189,7 @@ class UserTokenIssuer:
         issuer: str,
         expiration: float = DEFAULT_TOKEN_EXPIRATION,
         clock: Clock = system_clock,
+        omit_claims: t.Collection[str] = (),
     ) -> None:
         if not isinstance(issuer, str) or not issuer:
             raise ValueError("issuer must be a non-empty string")
@@ -173,6 +206,7 @@ class UserTokenIssuer:
         self.key_source = key_source
         self.issuer = issuer
         self.expiration = int(expiration)
+        self.omit_claims = frozenset(omit_claims)
         self._clock = clock
 
     def issue_token(
@@ -210,6 +244,8 @@ class UserTokenIssuer:
             "exp": exp,
             "uip": _b64url(signature),
         }
+        for claim in self.omit_claims:
+            payload.pop(claim, None)
         logger.info("Issuing token for %s, with entities %s", sub, ",".join(ent))
         token = jwt.encode(
             payload, key.private_key, algorithm=key.algorithm, headers=header, sort_headers=False
@@ -305,9 +341,15 @@ class AuthBackendState:
         auth_state: BackstageAuthState,
         *,
         key_source: KeySource | None = None,
+        user_info_store: UserInfoStore | None = None,
     ) -> None:
         config = auth_state.config
         expiration = read_token_expiration(config)
+        self.omit_ownership_claim = config.get_bool(_OMIT_OWNERSHIP_KEY, True)
+        self.user_info_store = (
+            user_info_store if user_info_store is not None else _user_info_store(auth_state)
+        )
+        self._auth_state = auth_state
         self.guest = GuestProviderConfig.from_config(config)
         self.development = auth_state.settings.development
         self._clock = auth_state.clock
@@ -330,6 +372,7 @@ class AuthBackendState:
             issuer=auth_state.discovery.get_external_base_url(AUTH_PLUGIN_ID),
             expiration=expiration,
             clock=auth_state.clock,
+            omit_claims=(OWNERSHIP_CLAIM,) if self.omit_ownership_claim else (),
         )
         self.blueprint = self._blueprint(auth_state.settings.plugin_prefix)
         app.register_blueprint(self.blueprint)
@@ -344,6 +387,7 @@ class AuthBackendState:
         add_auth_policy(bp, path="/", allow="unauthenticated")
         bp.before_request(_bound_body)
         bp.add_url_rule("/.well-known/jwks.json", "jwks", self.jwks, methods=["GET"])
+        bp.add_url_rule("/v1/userinfo", "userinfo", self.userinfo, methods=["GET"])
         if self.guest is not None:
             bp.add_url_rule(
                 "/guest/refresh", "guest_refresh", self.guest_refresh, methods=["GET", "POST"]
@@ -361,6 +405,50 @@ class AuthBackendState:
         """``{"keys": [...]}``: the public keys of user tokens."""
         return jsonify({"keys": self.issuer.key_source.list_public_keys()})
 
+    def issue_token(
+        self,
+        sub: str,
+        ent: t.Sequence[str],
+        claims: t.Mapping[str, t.Any] | None = None,
+    ) -> IssuedUserToken:
+        """Sign ``sub`` in: a user token, and its claims remembered for ``/v1/userinfo``.
+
+        Backstage's ``AuthResolverContext.issueToken``: the claims
+        ``{sub, ent, ...claims}`` are stored whether or not the token carries
+        ``ent``. Nothing is handed out when they cannot be stored.
+
+        :raises ValueError: see :meth:`UserTokenIssuer.issue_token`.
+        :raises ServiceUnavailableError: the store is unavailable.
+        """
+        issued = self.issuer.issue_token(sub, ent, claims)
+        extra = {k: v for k, v in (claims or {}).items() if k not in ("sub", OWNERSHIP_CLAIM)}
+        self.user_info_store.add_user_info({"claims": {"sub": sub, "ent": list(ent), **extra}})
+        return issued
+
+    def userinfo(self) -> Response:
+        """``{"claims": {...}}`` of the bearer's user (Backstage's ``GET /v1/userinfo``).
+
+        :raises AuthenticationError: 401, no bearer token, or one the ``auth``
+            plugin does not accept (a limited user token is accepted).
+        :raises InputError: 400, the token is not a user's.
+        :raises NotFoundError: 404 ``User info not found``.
+        """
+        token = get_bearer_token(request.headers.get("Authorization"))
+        if token is None:
+            raise AuthenticationError("No token provided")
+        auth = self._auth_state.auth(AUTH_PLUGIN_ID)
+        credentials = auth.authenticate(token, allow_limited_access=True)
+        if not auth.is_principal(credentials, "user"):
+            raise InputError(NOT_A_USER_MESSAGE)
+        parts = unverified_parts(token)
+        sub = parts[1].get("sub") if parts is not None else None
+        if not isinstance(sub, str):
+            raise AuthenticationError("Invalid user token, user entity ref must be a string")
+        user_info = self.user_info_store.get_user_info(sub)
+        if user_info is None:
+            raise NotFoundError("User info not found")
+        return no_store(jsonify(user_info))
+
     def guest_refresh(self) -> Response:
         """Sign in as the guest user (Backstage's proxy provider ``refresh``).
 
@@ -370,7 +458,7 @@ class AuthBackendState:
         assert guest is not None
         if not self.development and not guest.dangerously_allow_outside_development:
             raise NotAllowedError(GUEST_NOT_ALLOWED_MESSAGE)
-        issued = self.issuer.issue_token(guest.user_entity_ref, guest.ownership_entity_refs)
+        issued = self.issue_token(guest.user_entity_ref, guest.ownership_entity_refs)
         response = jsonify(
             {
                 "profile": {},
@@ -387,6 +475,15 @@ class AuthBackendState:
             }
         )
         return no_store(response)
+
+
+def _user_info_store(auth_state: BackstageAuthState) -> UserInfoStore:
+    """The app's database when it has one (shared by every instance), else this process."""
+    if auth_state.database is not None:
+        from flask_backstage_auth.db.user_info_store import SqlUserInfoStore
+
+        return SqlUserInfoStore(auth_state.database)
+    return InMemoryUserInfoStore()
 
 
 def _bound_body() -> None:
@@ -407,10 +504,20 @@ class AuthBackend:
     :param key_source: the user-token signing keys; by default a per-process
         rotating key (hourly) kept in memory. Share one source between the
         instances of a backend.
+    :param user_info_store: where each user's ownership is kept for
+        ``/v1/userinfo``; by default the ``backstage_auth_user_info`` table
+        of ``BackstageAuth``'s database, else this process's memory.
     """
 
-    def __init__(self, app: Flask | None = None, *, key_source: KeySource | None = None) -> None:
+    def __init__(
+        self,
+        app: Flask | None = None,
+        *,
+        key_source: KeySource | None = None,
+        user_info_store: UserInfoStore | None = None,
+    ) -> None:
         self._key_source = key_source
+        self._user_info_store = user_info_store
         if app is not None:
             self.init_app(app)
 
@@ -428,7 +535,7 @@ class AuthBackend:
         except RuntimeError:
             raise RuntimeError("Initialise BackstageAuth(app) before AuthBackend(app)") from None
         app.extensions[EXTENSION_KEY] = AuthBackendState(
-            app, auth_state, key_source=self._key_source
+            app, auth_state, key_source=self._key_source, user_info_store=self._user_info_store
         )
 
     @staticmethod

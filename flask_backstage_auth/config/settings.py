@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from flask import Flask
 
+from flask_backstage_auth.config.unknown_keys import warn_unknown_settings
 from flask_backstage_auth.errors import ConfigError
 
 #: Every setting and its default; ``init_app`` fills them in with ``setdefault``.
@@ -35,12 +36,17 @@ DEFAULTS: dict[str, t.Any] = {
     "BACKSTAGE_AUTH_JWKS_COOLDOWN": 30,
     # Fetches a second for plugins that only backend.baseUrl finds (0: none).
     "BACKSTAGE_AUTH_JWKS_FETCH_BUDGET": 5,
+    # Total seconds one call to the auth backend's /v1/userinfo may take.
+    "BACKSTAGE_AUTH_USER_INFO_TIMEOUT": 5,
     # Where plugins are mounted: <prefix>/<plugin id>.
     "BACKSTAGE_AUTH_PLUGIN_PREFIX": "/api",
     # A database for plugin keys when the app has no Flask-SQLAlchemy ``db``.
     "BACKSTAGE_AUTH_DATABASE_URI": None,
     # SameSite of the backstage-auth cookie: "Lax" (ours), "Strict" or "None" (Backstage's).
     "BACKSTAGE_AUTH_COOKIE_SAMESITE": "Lax",
+    # Every HTTP error of the app (404, 405, 500, routing redirects) in
+    # Backstage's JSON shape, not only the library's own.
+    "BACKSTAGE_AUTH_JSON_ERRORS": False,
 }
 
 
@@ -66,11 +72,14 @@ class Settings:
     jwks_max_bytes: int
     jwks_cooldown: float
     jwks_fetch_budget: float
+    user_info_timeout: float
     plugin_prefix: str
     cookie_samesite: str
+    json_errors: bool
 
     @classmethod
     def from_app(cls, app: Flask) -> Settings:
+        warn_unknown_settings(app.config, DEFAULTS)
         for key, value in DEFAULTS.items():
             app.config.setdefault(key, value)
         development = app.config["BACKSTAGE_AUTH_DEVELOPMENT"]
@@ -98,6 +107,8 @@ class Settings:
             # Below 30 s only in tests: a forged kid must not make us a fetch loop.
             jwks_cooldown=_number(app, "BACKSTAGE_AUTH_JWKS_COOLDOWN", 0 if app.testing else 30),
             jwks_fetch_budget=_number(app, "BACKSTAGE_AUTH_JWKS_FETCH_BUDGET", 0),
+            user_info_timeout=_number(app, "BACKSTAGE_AUTH_USER_INFO_TIMEOUT", 0.1),
             plugin_prefix=prefix.rstrip("/"),
             cookie_samesite=samesite,
+            json_errors=bool(app.config["BACKSTAGE_AUTH_JSON_ERRORS"]),
         )

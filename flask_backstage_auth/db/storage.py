@@ -84,6 +84,9 @@ access_tokens_table = sa.Table(
     sa.Column("previous_token_hash", sa.String(64), nullable=True),
     sa.Column("previous_expires_at", sa.DateTime(timezone=True), nullable=True),
     sa.Column("rotated_at", sa.DateTime(timezone=True), nullable=True),
+    # Bumped by every change (create, rotate, update, revoke; not a use): the
+    # compare-and-swap of a read-then-write, and the order of the token's events.
+    sa.Column("version", sa.Integer, nullable=False, server_default=sa.text("1")),
     # Partial: almost every row has no previous secret, and a full index on a
     # mostly-NULL column makes SQLite's planner prefer a table scan.
     sa.Index(
@@ -121,6 +124,30 @@ access_token_events_table = sa.Table(
     # Event details, as a JSON object.
     sa.Column("metadata", sa.Text, nullable=True),
     sa.Column("occurred_at", sa.DateTime(timezone=True), nullable=False, index=True),
+    # The token's version when the event was written (inside the change's
+    # transaction, after its row lock): events sort in commit order.
+    sa.Column("seq", sa.Integer, nullable=False, server_default=sa.text("0")),
+)
+
+#: One row per owner with a cap on its tokens: a create locks it (an update
+#: of ``tokens_created``) before counting, so concurrent creates are serialised.
+access_token_owners_table = sa.Table(
+    "backstage_auth_access_token_owners",
+    metadata,
+    sa.Column("kind", sa.String(16), primary_key=True),
+    sa.Column("owner_ref", sa.String(255), primary_key=True),
+    sa.Column("tokens_created", sa.Integer, nullable=False, server_default=sa.text("0")),
+)
+
+#: What the auth backend knows of each user it signed in: Backstage's ``user_info``
+#: table (``{"claims": {sub, ent, ...}}`` as JSON), served by ``/v1/userinfo``.
+user_info_table = sa.Table(
+    "backstage_auth_user_info",
+    metadata,
+    sa.Column("user_entity_ref", sa.String(255), primary_key=True),
+    sa.Column("user_info", sa.Text, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
 )
 
 #: The Alembic branch label of our revisions.

@@ -104,6 +104,13 @@ from flask_backstage_auth.http_auth.service import (
 )
 from flask_backstage_auth.legacy.middleware import LEGACY_SERVICE_SUBJECT, IdentityApi
 from flask_backstage_auth.legacy.token_manager import TokenManager
+from flask_backstage_auth.user_info.client import UserInfoClient
+from flask_backstage_auth.user_info.service import (
+    BackstageUserInfo,
+    UserInfoService,
+    parse_ownership_entity_refs,
+    resolve_user_info,
+)
 
 __all__ = [
     "AuthCompat",
@@ -177,20 +184,6 @@ class HttpAuthServiceLike(t.Protocol):
         allow: t.Collection[AllowedPrincipal] | None = None,
         allow_limited_access: bool = False,
     ) -> Credentials: ...
-
-
-@dataclass(frozen=True)
-class BackstageUserInfo:
-    """Backstage's ``BackstageUserInfo``: who a user is and what they own."""
-
-    user_entity_ref: str
-    ownership_entity_refs: tuple[str, ...] = ()
-
-
-class UserInfoService(t.Protocol):
-    """Backstage's ``UserInfoService``."""
-
-    def get_user_info(self, credentials: Credentials) -> BackstageUserInfo: ...
 
 
 @dataclass(frozen=True)
@@ -459,10 +452,27 @@ class UserInfoCompat:
 
     The token is decoded **without verification**: credentials are only ever
     made from tokens that were verified when they were made.
+
+    A token without ``ent`` (every token of plugin-auth-backend 0.28 and
+    later, by default) gets its ownership from the auth backend's
+    ``/v1/userinfo``, found with ``discovery``, as the new ``user_info``
+    service does. Backstage's ``UserInfoCompat`` answers ``[]`` there; we
+    fail closed instead: without ``discovery`` such a token is a 503.
+
+    :param discovery: finds the auth backend (``create_legacy_auth_adapters``
+        passes its own).
+    :param client: the userinfo endpoint (default: one over ``discovery``).
     """
 
+    def __init__(
+        self, discovery: HostDiscovery | None = None, *, client: UserInfoClient | None = None
+    ) -> None:
+        if client is None and discovery is not None:
+            client = UserInfoClient(discovery)
+        self.client = client
+
     def get_user_info(self, credentials: Credentials) -> BackstageUserInfo:
-        """``sub`` as the user entity ref, ``ent`` (default ``[]``) as ownership refs.
+        """``sub`` as the user entity ref, ``ent`` (else the auth backend's) as ownership refs.
 
         Backstage throws plain errors (500) here; we pick:
 
@@ -470,6 +480,9 @@ class UserInfoCompat:
             (the caller asked for something that cannot exist).
         :raises AuthenticationError: 401, the user token is missing, not a
             JWT, or its ``sub`` / ``ent`` have the wrong types.
+        :raises ResponseError: the auth backend refused the token (its 4xx).
+        :raises ServiceUnavailableError: 503, no ``ent`` and the auth backend
+            gave none (or there is no ``discovery`` to ask it).
         """
         if credentials.principal.type != "user":
             raise InputError("Only user credentials are supported")
@@ -478,14 +491,11 @@ class UserInfoCompat:
             raise AuthenticationError("User credentials is unexpectedly missing token")
         claims = _unverified_claims(token)
         user_entity_ref = claims.get("sub")
-        ownership_entity_refs = claims.get("ent", [])
         if not isinstance(user_entity_ref, str):
             raise AuthenticationError("User entity ref must be a string")
-        if not isinstance(ownership_entity_refs, list) or not all(
-            isinstance(ref, str) for ref in ownership_entity_refs
-        ):
-            raise AuthenticationError("Ownership entity refs must be an array of strings")
-        return BackstageUserInfo(user_entity_ref, tuple(ownership_entity_refs))
+        if "ent" in claims:
+            parse_ownership_entity_refs(claims["ent"])
+        return resolve_user_info(user_entity_ref, claims, token, self.client)
 
 
 def create_legacy_auth_adapters(
@@ -509,14 +519,15 @@ def create_legacy_auth_adapters(
     * Neither: :class:`AuthCompat` over ``identity`` and ``token_manager``,
       with an :class:`HttpAuthCompat` around it.
 
-    ``user_info`` defaults to :class:`UserInfoCompat`. ``discovery`` is
-    accepted for parity with Backstage and unused (it fed
-    ``DefaultIdentityClient``, which is not ported).
+    ``user_info`` defaults to a :class:`UserInfoCompat` that asks the auth
+    backend found with ``discovery`` for the ownership of tokens without
+    ``ent`` (``discovery`` also fed Backstage's ``DefaultIdentityClient``,
+    which is not ported).
 
     :raises TypeError: the compat services are needed and ``token_manager`` is
         ``None`` (Backstage would accept any token).
     """
-    info: UserInfoService = user_info if user_info is not None else UserInfoCompat()
+    info: UserInfoService = user_info if user_info is not None else UserInfoCompat(discovery)
     if auth is not None and http_auth is None:
         if isinstance(auth, AuthService):
             http_auth = HttpAuthService(auth.plugin_id, auth)
@@ -541,8 +552,9 @@ def create_legacy_auth_adapters(
 class _AuthServiceIdentity:
     """An ``IdentityApi`` backed by a new ``auth`` service."""
 
-    def __init__(self, auth: AuthServiceLike) -> None:
+    def __init__(self, auth: AuthServiceLike, user_info: UserInfoService | None) -> None:
         self.auth = auth
+        self.user_info = user_info
 
     def get_identity(self, request: Request) -> LegacyIdentity | None:
         token = get_bearer_token(request.headers.get("Authorization"))
@@ -557,16 +569,24 @@ class _AuthServiceIdentity:
             raise AuthenticationError("Illegal limited user token")
         if _is_restricted(credentials):
             raise NotAllowedError(RESTRICTED_MESSAGE)
-        return LegacyIdentity(principal.user_entity_ref, (), token)
+        ownership: tuple[str, ...] = ()
+        if self.user_info is not None:
+            ownership = self.user_info.get_user_info(credentials).ownership_entity_refs
+        return LegacyIdentity(principal.user_entity_ref, ownership, token)
 
 
-def identity_from_auth(auth_service: AuthServiceLike) -> IdentityApi:
+def identity_from_auth(
+    auth_service: AuthServiceLike, *, user_info: UserInfoService | None = None
+) -> IdentityApi:
     """An old-system ``IdentityApi`` backed by a new ``auth`` service.
 
     ``get_identity(request)`` returns ``None`` without a bearer token,
     authenticates the bearer with ``auth_service`` (so every kind of user
     token the new services accept works), and returns a
-    :class:`LegacyIdentity` for a user; ownership refs are always empty.
+    :class:`LegacyIdentity` for a user. Its ownership refs come from
+    ``user_info`` (e.g. ``BackstageAuth.state(app).user_info``: the token's
+    ``ent``, else the auth backend's userinfo); without it they are empty, as
+    Backstage's ``DefaultIdentityClient`` gives for tokens without ``ent``.
 
     A :class:`LegacyIdentity` is a full user without restrictions, so only
     such a user becomes one: a limited user token, or a user with access
@@ -580,5 +600,7 @@ def identity_from_auth(auth_service: AuthServiceLike) -> IdentityApi:
     :raises NotAllowedError: (from ``get_identity``) the token's access
         restrictions exclude the service's plugin, or it has any
         restrictions at all (:data:`RESTRICTED_MESSAGE`).
+    :raises BackstageError: (from ``get_identity``) what ``user_info`` raised:
+        an identity is never made with a guessed ownership.
     """
-    return _AuthServiceIdentity(auth_service)
+    return _AuthServiceIdentity(auth_service, user_info)

@@ -14,9 +14,9 @@ import typing as t
 from flask import Request, request
 from flask.typing import ResponseReturnValue
 
-from flask_backstage_auth.errors import AuthenticationError, BackstageError
+from flask_backstage_auth.errors import PLUGIN_MOUNT_KEY, AuthenticationError, BackstageError
 from flask_backstage_auth.http_auth.memo import ESTABLISHED_KEY
-from flask_backstage_auth.router.integration import INTEGRATION_PATH, PluginEndpoints
+from flask_backstage_auth.router.integration import PluginEndpoints, is_integration_path
 from flask_backstage_auth.router.routes import UNAUTHENTICATED, USER_COOKIE, RouteTable
 
 logger = logging.getLogger(__name__)
@@ -40,12 +40,14 @@ class CredentialsBarrier:
     def check(self) -> ResponseReturnValue | None:
         """The ``before_request`` hook (a bound method: Flask inspects it cheaply).
 
-        Also serves the per-plugin ``/.backstage/auth/v1/`` endpoints: the
-        JWKS before the credentials check, the cookie after it.
+        Also serves the per-plugin endpoints: the JWKS before the credentials
+        check; the cookie and the permission integration after it.
         """
         req: Request = request._get_current_object()  # type: ignore[attr-defined]
         environ = req.environ
-        integration = INTEGRATION_PATH in environ.get("PATH_INFO", "")
+        path = environ.get("PATH_INFO", "")
+        # Both kinds of per-plugin endpoint start with "/.": one scan for most requests.
+        integration = "/." in path and is_integration_path(path)
         if integration:
             served = self._endpoints.before_barrier(req)
             if served is not None:
@@ -56,6 +58,8 @@ class CredentialsBarrier:
         ):
             try:
                 route = self.routes.route(req)
+                if route.mount:
+                    environ[PLUGIN_MOUNT_KEY] = route.mount
                 policy = route.policy(req) if route.view_allow or route.policies else None
                 if policy != UNAUTHENTICATED:
                     # Written here rather than through memo.establish(): this

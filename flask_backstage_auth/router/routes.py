@@ -44,6 +44,9 @@ class Route:
     policies: tuple[tuple[str, AuthPolicy], ...]
     #: The plugin's ``http_auth`` service.
     http_auth: HttpAuthService
+    #: Where the plugin is mounted (``/api/catalog``), if known: error bodies
+    #: report the URL relative to it, as Backstage's plugin router does.
+    mount: str | None = None
 
     def policy(self, req: Request) -> str | None:
         """The strongest policy for this request: unauthenticated > user-cookie > none."""
@@ -137,7 +140,12 @@ class RouteTable:
                 policies.extend((mount, p) for p in self.policies.get(plugin_id, ()))
         if plugin_id is None:
             policies.extend(("", p) for p in self.policies.get(None, ()))
-        return Route(plugin_id, view_allow, tuple(policies), self._http_auth(plugin_id or "app"))
+        mount = None
+        if names:
+            mount = inner_mount if len(names) == 1 else mounts.of(names[-1])
+        return Route(
+            plugin_id, view_allow, tuple(policies), self._http_auth(plugin_id or "app"), mount
+        )
 
     def _warn_unmatchable(self, app: Flask, mounts: Mounts) -> None:
         """Log each policy that can never match, once per app and policy version."""

@@ -3,6 +3,18 @@
 from __future__ import annotations
 
 from flask_backstage_auth.testing.audit import AuditCapture, capture_audit
-from flask_backstage_auth.testing.mocks import MockCredentials, bearer_header, mock_credentials
+from flask_backstage_auth.testing.mocks import (
+    MockCredentials,
+    MockUserInfoService,
+    bearer_header,
+    mock_credentials,
+)
 
-__all__ = ["AuditCapture", "MockCredentials", "bearer_header", "capture_audit", "mock_credentials"]
+__all__ = [
+    "AuditCapture",
+    "MockCredentials",
+    "MockUserInfoService",
+    "bearer_header",
+    "capture_audit",
+    "mock_credentials",
+]

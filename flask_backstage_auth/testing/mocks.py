@@ -8,7 +8,9 @@ Mock tokens are accepted only by an app with ``TESTING = True`` and
     client.get("/api/catalog/entities", headers=mock_credentials.user_header("user:default/jane"))
 
 The pytest plugin (:mod:`flask_backstage_auth.testing.pytest_plugin`) exposes these as
-fixtures.
+fixtures. :class:`MockUserInfoService` stands in for the ``user_info`` service
+in a plugin's unit tests (Backstage's ``mockServices.userInfo()``); an app that
+accepts mock tokens answers the same for them with its real service.
 """
 
 from __future__ import annotations
@@ -27,8 +29,10 @@ from flask_backstage_auth.credentials import (
     ServicePrincipal,
     UserPrincipal,
 )
+from flask_backstage_auth.errors import InputError
+from flask_backstage_auth.user_info.service import BackstageUserInfo
 
-__all__ = ["MockCredentials", "mock_credentials", "bearer_header"]
+__all__ = ["MockCredentials", "MockUserInfoService", "mock_credentials", "bearer_header"]
 
 
 def bearer_header(token: str) -> dict[str, str]:
@@ -79,6 +83,27 @@ class MockCredentials:
 
     def service_header(self, subject: str = DEFAULT_SERVICE) -> dict[str, str]:
         return bearer_header(self.service_token(subject))
+
+
+class MockUserInfoService:
+    """Backstage's ``MockUserInfoService``: a user owns themselves, or what ``ownership`` says.
+
+    :param ownership_entity_refs: the ownership of every user (default: the
+        user alone).
+    :raises InputError: (from ``get_user_info``) not user credentials, with
+        Backstage's message.
+    """
+
+    def __init__(self, ownership_entity_refs: tuple[str, ...] | None = None) -> None:
+        self.ownership_entity_refs = ownership_entity_refs
+
+    def get_user_info(self, credentials: Credentials) -> BackstageUserInfo:
+        principal = credentials.principal
+        if not isinstance(principal, UserPrincipal):
+            raise InputError(f"User info not available for principal type '{principal.type}'")
+        ref = principal.user_entity_ref
+        refs = self.ownership_entity_refs
+        return BackstageUserInfo(ref, refs if refs is not None else (ref,))
 
 
 #: A ready instance.
