@@ -49,7 +49,6 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-
 class NodeBackend:
     """``node tests/live_backstage/index.js`` on a loopback port, with a bounded start."""
 
