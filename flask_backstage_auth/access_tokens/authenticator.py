@@ -12,7 +12,10 @@ A use is noted (``last_used_at``, at most once per token per
 ``last_used_interval``) and so are the use events (``old_secret_used``, once
 per rotation; ``failed_use``, at most once per token per interval), through a
 :class:`~flask_backstage_auth.access_tokens.usage.UsageRecorder`: the request
-does not wait for those writes, and their failure never fails it.
+does not wait for those writes, and their failure never fails it. These
+throttles count in each process; with a shared store
+(:mod:`~flask_backstage_auth.access_tokens.shared_limits`) they also hold
+across instances: a process that would write asks the store first.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from flask_backstage_auth.access_tokens.format import (
     parse,
 )
 from flask_backstage_auth.access_tokens.scopes import ScopeCatalogue
+from flask_backstage_auth.access_tokens.settings import DAY
+from flask_backstage_auth.access_tokens.shared_limits import Counter, LimitStore
 from flask_backstage_auth.access_tokens.store import (
     SqlAccessTokenStore,
     TokenRecord,
@@ -45,6 +50,10 @@ class AccessTokenAuthenticator:
 
     :param usage: where uses and use events are noted (default: written at
         once, in the request).
+    :param limit_store: where the throttles are shared with the other
+        instances (default: none, each process on its own).
+    :param once_window: how long a once-per-rotation event is remembered in
+        the store (the longest rotation grace).
     """
 
     def __init__(
@@ -57,6 +66,8 @@ class AccessTokenAuthenticator:
         last_used_interval: float = 300,
         personal_enabled: bool = True,
         usage: UsageRecorder | None = None,
+        limit_store: LimitStore | None = None,
+        once_window: float = DAY,
     ) -> None:
         self.store = store
         self.usage = usage if usage is not None else UsageRecorder(store, mode="inline")
@@ -69,6 +80,14 @@ class AccessTokenAuthenticator:
         # token id -> when we last wrote last_used_at / a failed-use event
         self._last_written: dict[str, float] = {}
         self._last_failure: dict[str, float] = {}
+        self._shared_uses: Counter | None = None
+        self._shared_failures: Counter | None = None
+        self._shared_once: Counter | None = None
+        if limit_store is not None:
+            interval = last_used_interval
+            self._shared_uses = limit_store.counter("last-used", 1, interval, window="fixed")
+            self._shared_failures = limit_store.counter("failed-use", 1, interval, window="fixed")
+            self._shared_once = limit_store.counter("once", 1, once_window, window="fixed")
 
     def __call__(self, token: str) -> VerifiedToken | None:
         if not looks_like_access_token(token):
@@ -121,6 +140,8 @@ class AccessTokenAuthenticator:
             if last is not None and now - last < self.last_used_interval:
                 return
             self._last_written[record.id] = now
+        if not _shared_allows(self._shared_uses, record.id):
+            return
         self.usage.record_use(record.id, now=now, ip=self._client_ip())
 
     def _once(self, record: TokenRecord, event: str, now: float) -> None:
@@ -129,6 +150,8 @@ class AccessTokenAuthenticator:
             if key in self._last_failure:
                 return
             self._last_failure[key] = now
+        if not _shared_allows(self._shared_once, key):
+            return
         self.usage.add_event(record.id, event, {"ip": self._client_ip()}, now=now)
 
     def _failed_use(self, record: TokenRecord, reason: str, now: float) -> None:
@@ -138,5 +161,12 @@ class AccessTokenAuthenticator:
             if last is not None and now - last < self.last_used_interval:
                 return
             self._last_failure[record.id] = now
+        if not _shared_allows(self._shared_failures, record.id):
+            return
         metadata = {"reason": reason, "ip": self._client_ip()}
         self.usage.add_event(record.id, "failed_use", metadata, now=now)
+
+
+def _shared_allows(counter: Counter | None, key: str) -> bool:
+    # No store, or one that does not answer: this process's throttle decided.
+    return counter is None or counter(key) is not False
