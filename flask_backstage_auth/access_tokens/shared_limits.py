@@ -99,8 +99,8 @@ class LimitStore:
         options: dict[str, t.Any] = {
             "socket_timeout": timeout,
             "socket_connect_timeout": timeout,
-            # redis-py retries a failed command 3 times with backoff by default:
-            # seconds of waiting in the request.
+            # No retry: redis-py's defaults (some versions retry with backoff)
+            # would multiply the wait of the request.
             "retry": Retry(NoBackoff(), 0),
         }
         try:
