@@ -63,7 +63,8 @@ def redis_up(url: str = REDIS_URL) -> bool:
     import redis
 
     try:
-        return bool(redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2).ping())
+        with redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2) as client:
+            return bool(client.ping())
     except redis.RedisError:
         return False
 
@@ -73,6 +74,24 @@ def redis_url() -> str:
     if not redis_up():
         pytest.skip(f"Redis does not answer at {REDIS_URL}")
     return REDIS_URL
+
+
+@pytest.fixture(autouse=True)
+def _stores_closed(monkeypatch: pytest.MonkeyPatch) -> t.Iterator[None]:
+    """The connections of the stores the apps of a test made are closed after it."""
+    made: list[LimitStore] = []
+    from_config = LimitStore.from_config
+
+    def recording(config: ConfigReader) -> LimitStore | None:
+        store = from_config(config)
+        if store is not None:
+            made.append(store)
+        return store
+
+    monkeypatch.setattr(LimitStore, "from_config", recording)
+    yield
+    for store in made:
+        store.close()
 
 
 def new_address() -> str:
@@ -367,11 +386,12 @@ def test_after_a_failure_the_store_rests_then_is_asked_again(
 
 
 def test_a_store_that_answers_again_is_shared_again_and_says_so(
-    redis_url: str, caplog: pytest.LogCaptureFixture
+    redis_url: str, caplog: pytest.LogCaptureFixture, request: pytest.FixtureRequest
 ) -> None:
     caplog.set_level(logging.INFO, logger=LOGGER)
     monotonic = FakeMonotonic()
     store = LimitStore(redis_url, monotonic=monotonic)
+    request.addfinalizer(store.close)
     original = store._storage.acquire_entry
 
     def broken(*args: t.Any, **kwargs: t.Any) -> bool:
@@ -424,6 +444,7 @@ def test_last_used_is_written_once_per_interval_across_instances(
     assert use(second, token, "10.2.2.2") == 200  # within the interval: not written again
     stored = state(first).store.get(record.id, "service")
     assert stored is not None and stored.last_used_ip == "10.1.1.1"
+    assert events(first, record.id, "first_used") == 1  # nor is the first use audited twice
 
 
 def test_without_a_store_each_instance_writes_its_own_last_use(tmp_path: Path) -> None:
@@ -458,7 +479,6 @@ def test_the_old_secret_is_audited_once_across_instances(tmp_path: Path, redis_u
         token_prefix=new.display_prefix,
         expires_at=clock() + 90 * DAY,
         grace_until=clock() + 60,
-        actor="test",
         now=clock(),
     )
     for _ in range(2):
@@ -484,7 +504,9 @@ def test_redis_down_the_throttles_count_per_process(
 # -- the keys in Redis ----------------------------------------------------------------------
 
 
-def test_keys_are_namespaced_hashed_and_expire(tmp_path: Path, redis_url: str) -> None:
+def test_keys_are_namespaced_hashed_and_expire(
+    tmp_path: Path, redis_url: str, request: pytest.FixtureRequest
+) -> None:
     import redis
 
     first, second, clock = two_instances(tmp_path, redis_store(redis_url))
@@ -497,6 +519,7 @@ def test_keys_are_namespaced_hashed_and_expire(tmp_path: Path, redis_url: str) -
     assert use(second, expired, address) == 401
 
     client = redis.Redis.from_url(redis_url, socket_timeout=2)
+    request.addfinalizer(client.close)
     digests = {
         name: hashlib.sha256(value.encode()).hexdigest()[:32]
         for name, value in [

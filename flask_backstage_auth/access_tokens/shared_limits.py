@@ -128,6 +128,10 @@ class LimitStore:
             raise ConfigError(f"{store.path('type')} must be 'redis' or 'memory'")
         return cls(store.get_string("connection"))
 
+    def close(self) -> None:
+        """Close the connections to Redis (the next limit opens one again)."""
+        self._storage.storage.connection_pool.disconnect()
+
     def counter(self, name: str, limit: int, per: float, *, window: Window = "moving") -> Counter:
         """At most ``limit`` events per key per ``per`` seconds (whole seconds, rounded up).
 

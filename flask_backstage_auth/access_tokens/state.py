@@ -10,6 +10,7 @@ import typing as t
 
 from flask import Flask, current_app
 
+from flask_backstage_auth.access_tokens.audit import AuditTable
 from flask_backstage_auth.access_tokens.authenticator import AccessTokenAuthenticator
 from flask_backstage_auth.access_tokens.ratelimit import ClientAddress, remote_addr
 from flask_backstage_auth.access_tokens.scopes import ScopeCatalogue
@@ -59,6 +60,9 @@ class AccessTokensState:
         self.limit_store = LimitStore.from_config(auth_state.config)
         #: Token uses and use events, written off the request's path.
         self.usage = UsageRecorder(store, mode=usage_mode, context=usage_context)
+        #: The plugin's auditor; its events feed the audit table.
+        self.auditor = auth_state.auditor.for_plugin(PLUGIN_ID)
+        auth_state.auditor.add_sink(AuditTable(self.usage))
         self.authenticator = AccessTokenAuthenticator(
             store,
             catalogue,
@@ -67,6 +71,7 @@ class AccessTokensState:
             last_used_interval=settings.last_used_interval,
             personal_enabled=settings.personal_enabled,
             usage=self.usage,
+            auditor=self.auditor,
             limit_store=self.limit_store,
             once_window=settings.max_rotation_grace,
         )
@@ -79,6 +84,7 @@ class AccessTokensState:
             clock=auth_state.clock,
             forget=self.forget,
             usage=self.usage,
+            auditor=self.auditor,
         )
 
     def forget(self, token_id: str) -> None:
