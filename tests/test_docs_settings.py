@@ -44,9 +44,7 @@ ROOTS = {"app", "auth", "backend", "discovery", "permission", "accessTokens"}
 PARAMETER_PREFIXES: dict[tuple[str, str, str], set[str]] = {
     ("auth/external/static.py", "_initialize", "options"): {"backend.auth.externalAccess.options"},
     ("auth/external/jwks.py", "initialize", "options"): {"backend.auth.externalAccess.options"},
-    ("auth/external/handler.py", "initialize", "options"): {
-        "backend.auth.externalAccess.options"
-    },
+    ("auth/external/handler.py", "initialize", "options"): {"backend.auth.externalAccess.options"},
 }
 
 _READS = {"get", "get_string", "get_optional_string", "get_bool", "get_config", "get_config_list"}
@@ -129,9 +127,7 @@ class _Scan:
             if rel.startswith("db/migrations/"):
                 continue
             tree = ast.parse(path.read_text(encoding="utf-8"))
-            modname = "flask_backstage_auth." + rel[:-3].replace("/", ".").removesuffix(
-                ".__init__"
-            )
+            modname = "flask_backstage_auth." + rel[:-3].replace("/", ".").removesuffix(".__init__")
             self.namespaces[rel] = vars(importlib.import_module(modname))
             self._collect(rel, tree, "")
 
@@ -193,7 +189,9 @@ class _Scan:
         if not isinstance(node, (ast.Name, ast.Attribute, ast.BinOp, ast.List, ast.UnaryOp)):
             return _NO_DEFAULT
         try:
-            return eval(compile(ast.Expression(node), module, "eval"), dict(self.namespaces[module]))  # noqa: S307
+            return eval(
+                compile(ast.Expression(node), module, "eval"), dict(self.namespaces[module])
+            )  # noqa: S307
         except Exception:
             return _NO_DEFAULT
 
@@ -246,9 +244,7 @@ class _Scan:
                 self._bind(function, env)
             self._reads(function, env)
 
-    def _reader(
-        self, function: _Function, node: ast.expr, env: Env
-    ) -> set[tuple[str, str]] | None:
+    def _reader(self, function: _Function, node: ast.expr, env: Env) -> set[tuple[str, str]] | None:
         if isinstance(node, ast.Name):
             return _lookup(env, node.id, node.lineno)
         if not isinstance(node, ast.Call):
@@ -344,7 +340,8 @@ class _Scan:
                 reader = self._reader(function, keyword.value, env) if keyword.arg else None
                 if reader is not None:
                     target.incoming.update(
-                        (target.param_id(str(keyword.arg)), b, s) for b, s in reader  # type: ignore[arg-type,misc]
+                        (target.param_id(str(keyword.arg)), b, s)
+                        for b, s in reader  # type: ignore[arg-type,misc]
                     )
             if target.wrapper is not None:
                 reader_index, key_index, default_index, default = target.wrapper
@@ -478,7 +475,11 @@ def undocumented_app_config(text: str) -> list[str]:
                 problems.append(f"{path} (read at {paths[path][0].where}) is not documented")
             continue
         body = terms[term]
-        words = {w for literal in re.findall(r"``(.+?)``", body, re.S) for w in re.findall(r"\w+", literal)}
+        words = {
+            w
+            for literal in re.findall(r"``(.+?)``", body, re.S)
+            for w in re.findall(r"\w+", literal)
+        }
         missing = [p for p in parts[len(term.split(".")) :] if p not in words]
         if missing:
             problems.append(
@@ -555,4 +556,6 @@ def test_a_new_key_without_docs_fails() -> None:
         " is not named in the entry of accessTokens.personal"
     ]
     wrong_default = text.replace("Default 20.", "Default 21.")
-    assert any("maxTokensPerUser: its default 20" in p for p in undocumented_app_config(wrong_default))
+    assert any(
+        "maxTokensPerUser: its default 20" in p for p in undocumented_app_config(wrong_default)
+    )
