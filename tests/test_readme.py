@@ -15,6 +15,7 @@ run in this checkout.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -141,8 +142,8 @@ def test_readme_commands_in_a_fresh_virtualenv(tmp_path: Path) -> None:
         timeout=1200,
     )
     assert collected.returncode == 0, collected.stdout[-5000:]
-    assert " tests collected" in collected.stdout, collected.stdout[-5000:]
-    assert "error" not in collected.stdout.lower(), collected.stdout[-5000:]
+    # "N tests collected in 5.1s"; with an import error, "N tests collected, 1 error in".
+    assert re.search(r"^\d+ tests collected in ", collected.stdout, re.M), collected.stdout[-5000:]
 
     del env["PYTEST_ADDOPTS"]
     result = subprocess.run(
