@@ -22,6 +22,7 @@ is not seen by the scan; the docs state those by hand.
 from __future__ import annotations
 
 import ast
+import functools
 import importlib
 import re
 import typing as t
@@ -383,6 +384,7 @@ class _Scan:
         return found
 
 
+@functools.lru_cache(maxsize=1)  # the code does not change during a run
 def app_config_reads() -> tuple[dict[str, list[Read]], list[str]]:
     """The full paths read (without list indices), and the reads the scan could not place."""
     scan = _Scan()
