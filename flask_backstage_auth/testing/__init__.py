@@ -1,4 +1,4 @@
-"""Test helpers: mock credentials and the pytest plugin."""
+"""Test helpers: mock credentials, real tables and tokens (``tokens``), and the pytest plugin."""
 
 from __future__ import annotations
 
