@@ -29,6 +29,8 @@ import typing as t
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
+
 from flask_backstage_auth.config.settings import DEFAULTS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -261,10 +263,11 @@ class _Scan:
         else:
             # A helper returning readers for its key (``_mappings(reader, "keys")``).
             callee = self._callee(function, node)
-            if callee is not None and callee[0].wrapper is not None:
+            wrapper = callee[0].wrapper if callee is not None else None
+            if callee is not None and wrapper is not None:
                 target, skip = callee
                 if _is_reader_annotation(target.node.returns):
-                    reader_index, key_index = target.wrapper[:2]
+                    reader_index, key_index = wrapper[:2]
                     args = [None] * skip + list(node.args)
                     if len(args) > max(reader_index, key_index):
                         base = self._reader(function, args[reader_index], env)  # type: ignore[arg-type]
@@ -336,13 +339,12 @@ class _Scan:
                 position = index + skip
                 if reader is not None and position < len(target.params):
                     name = target.params[position]
-                    target.incoming.update((target.param_id(name), b, s) for b, s in reader)  # type: ignore[arg-type]
+                    target.incoming.update((target.param_id(name), b, s) for b, s in reader)
             for keyword in call.keywords:
                 reader = self._reader(function, keyword.value, env) if keyword.arg else None
                 if reader is not None:
                     target.incoming.update(
-                        (target.param_id(str(keyword.arg)), b, s)
-                        for b, s in reader  # type: ignore[arg-type,misc]
+                        (target.param_id(str(keyword.arg)), b, s) for b, s in reader
                     )
             if target.wrapper is not None:
                 reader_index, key_index, default_index, default = target.wrapper
@@ -375,7 +377,7 @@ class _Scan:
                     found.setdefault(function.param_id(param), set()).update(known)
         edges = [edge for f in self.functions.values() for edge in f.incoming]
         for _ in range(10):
-            for param, base, suffix in edges:  # type: ignore[misc]
+            for param, base, suffix in edges:
                 rooted = base == "" or suffix.split(".")[0] in ROOTS
                 sources = {""} if rooted else found.get(base, set())
                 for source in sources:
@@ -465,7 +467,11 @@ def _written(default: t.Any, body: str) -> bool:
 def undocumented_app_config(text: str) -> list[str]:
     terms = documented_terms(text)
     paths, unplaced = app_config_reads()
-    problems = [f"{read}: the scan cannot tell whose reader this is" for read in unplaced]
+    problems = [
+        f"{read}: the scan cannot tell whose reader this is (add its prefix to"
+        " PARAMETER_PREFIXES in tests/test_docs_settings.py)"
+        for read in unplaced
+    ]
     for path in sorted(paths):
         parts = path.split(".")
         term = next(
@@ -507,18 +513,53 @@ def _setting_default(value: t.Any) -> set[str]:
     return {repr(value)}
 
 
-def test_every_flask_setting_is_documented_with_its_default() -> None:
-    rows = dict(_ROW.findall(DOC.read_text(encoding="utf-8")))
-    missing = sorted(key for key in DEFAULTS if key not in rows)
-    wrong = sorted(
-        f"{key}: the docs say {rows[key]}, the code {_setting_default(value).pop()}"
-        for key, value in DEFAULTS.items()
+def flask_settings_read() -> dict[str, str]:
+    """Every ``BACKSTAGE_AUTH_*`` key written out in the package, and where."""
+    found: dict[str, str] = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (
+                isinstance(node, ast.Constant)
+                and isinstance(node.value, str)
+                and re.fullmatch(r"BACKSTAGE_AUTH_[A-Z0-9_]+", node.value)
+            ):
+                where = f"{path.relative_to(PACKAGE).as_posix()}:{node.lineno}"
+                found.setdefault(node.value, where)
+    return found
+
+
+def flask_setting_problems(text: str) -> list[str]:
+    """What the settings table lacks or gets wrong, one line per setting."""
+    rows = dict(_ROW.findall(text))
+    problems = [
+        f"{key} (default {value!r}) has no row in docs/configuration.rst"
+        for key, value in sorted(DEFAULTS.items())
+        if key not in rows
+    ]
+    problems += [
+        f"{key}: the docs say {rows[key]}, the code {sorted(_setting_default(value))[0]}"
+        for key, value in sorted(DEFAULTS.items())
         if key in rows and rows[key] not in _setting_default(value)
+    ]
+    problems += [
+        f"{key} has a row but the code has no such setting"
+        for key in sorted(rows)
+        if key not in DEFAULTS
+    ]
+    return problems
+
+
+def test_every_flask_setting_is_documented_with_its_default() -> None:
+    problems = flask_setting_problems(DOC.read_text(encoding="utf-8"))
+    assert not problems, "docs/configuration.rst's settings table:\n  " + "\n  ".join(problems)
+
+
+def test_every_flask_setting_the_code_names_is_a_declared_one() -> None:
+    """A ``BACKSTAGE_AUTH_*`` key read outside ``DEFAULTS`` would have no default and no row."""
+    undeclared = {key: where for key, where in flask_settings_read().items() if key not in DEFAULTS}
+    assert not undeclared, "Settings the code names that DEFAULTS lacks: " + ", ".join(
+        f"{key} ({where})" for key, where in sorted(undeclared.items())
     )
-    stale = sorted(key for key in rows if key not in DEFAULTS)
-    assert not missing, f"Settings without a row in docs/configuration.rst: {', '.join(missing)}"
-    assert not wrong, "Settings documented with another default: " + "; ".join(wrong)
-    assert not stale, f"Rows for settings the code does not have: {', '.join(stale)}"
 
 
 def test_every_app_config_key_is_documented_with_its_default() -> None:
@@ -551,13 +592,36 @@ def test_the_scan_finds_the_keys_it_must() -> None:
 
 def test_a_new_key_without_docs_fails() -> None:
     text = DOC.read_text(encoding="utf-8")
-    assert undocumented_app_config(text) == []
+    before = set(undocumented_app_config(text))
     without = text.replace("``maxTokensPerUser``", "``maxTokensPerUzer``")
-    assert undocumented_app_config(without) == [
-        "accessTokens.personal.maxTokensPerUser (read at access_tokens/settings.py:50)"
-        " is not named in the entry of accessTokens.personal"
-    ]
-    wrong_default = text.replace("Default 20.", "Default 21.")
-    assert any(
-        "maxTokensPerUser: its default 20" in p for p in undocumented_app_config(wrong_default)
+    (problem,) = set(undocumented_app_config(without)) - before
+    assert problem.startswith(
+        "accessTokens.personal.maxTokensPerUser (read at access_tokens/settings.py:"
     )
+    assert problem.endswith("is not named in the entry of accessTokens.personal")
+    wrong_default = text.replace("Default 20.", "Default 21.")
+    (problem,) = set(undocumented_app_config(wrong_default)) - before
+    assert problem.startswith("accessTokens.personal.maxTokensPerUser: its default 20 ")
+
+
+def test_a_new_setting_without_a_row_fails() -> None:
+    text = DOC.read_text(encoding="utf-8")
+    before = set(flask_setting_problems(text))
+    renamed = text.replace("``BACKSTAGE_AUTH_JWKS_WAIT``", "``BACKSTAGE_AUTH_JWKS_WAITS``")
+    assert set(flask_setting_problems(renamed)) - before == {
+        "BACKSTAGE_AUTH_JWKS_WAIT (default 2) has no row in docs/configuration.rst",
+        "BACKSTAGE_AUTH_JWKS_WAITS has a row but the code has no such setting",
+    }
+    other_default = text.replace('- ``"/api"``', '- ``"/apis"``')
+    assert set(flask_setting_problems(other_default)) - before == {
+        'BACKSTAGE_AUTH_PLUGIN_PREFIX: the docs say "/apis", the code "/api"'
+    }
+
+
+def test_a_new_setting_in_the_code_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    text = DOC.read_text(encoding="utf-8")
+    before = set(flask_setting_problems(text))
+    monkeypatch.setitem(DEFAULTS, "BACKSTAGE_AUTH_SHARED_LIMIT", 30)
+    assert set(flask_setting_problems(text)) - before == {
+        "BACKSTAGE_AUTH_SHARED_LIMIT (default 30) has no row in docs/configuration.rst"
+    }
