@@ -26,6 +26,8 @@ if t.TYPE_CHECKING:  # pragma: no cover
 
 #: The key of the state in ``app.extensions``.
 EXTENSION_KEY = "backstage_auth_access_tokens"
+#: How long the first verification in a process waits for the listener, in seconds.
+FIRST_CONNECT_WAIT = 1.0
 #: The plugin id: the API is mounted at ``<plugin prefix>/access-tokens``.
 PLUGIN_ID = "access-tokens"
 
@@ -77,9 +79,9 @@ class AccessTokensState:
             forget=self.forget,
             usage=self.usage,
         )
+        # It holds this state weakly: an app thrown away takes its listener along.
         #: Hears of tokens changed on other instances (PostgreSQL), see
         #: :mod:`~flask_backstage_auth.access_tokens.propagation`.
-        # Holds this state weakly: an app thrown away takes its listener along.
         self.listener = ChangeListener(
             self, auth_state.verifier.forget_revocation_id, auth_state.verifier.clear
         )
@@ -110,6 +112,9 @@ class AccessTokensState:
             return
         self.listener.start(connect)
         self._mode = "push"
+        # Listening before the first verification is cached: no change slips
+        # between the two. Bounded: an unreachable database fails the request anyway.
+        self.listener.wait_connected(FIRST_CONNECT_WAIT)
 
     def forget(self, token_id: str) -> None:
         """Stop accepting a revoked, rotated or changed token on this instance at once."""
