@@ -15,6 +15,7 @@ import threading
 import time
 import typing as t
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import psycopg
@@ -171,7 +172,9 @@ def servers(pg_url: str, tmp_path: Path) -> t.Iterator[list[Server]]:
             server.close()
 
 
-def refused_after(server: Server, token: str, since: float, limit: float = 5.0) -> tuple[float, int]:
+def refused_after(
+    server: Server, token: str, since: float, limit: float = 5.0
+) -> tuple[float, int]:
     """Seconds from ``since`` (``time.monotonic()``) to the first refusal, and its status."""
     while True:
         status = server.get(token)
@@ -204,7 +207,7 @@ def test_changes_reach_every_instance_within_a_second(
             warm(servers, token)
             expected = change(store, record, kind)
             committed = time.monotonic()
-            results = list(pool.map(lambda s: refused_after(s, token, committed), servers))
+            results = list(pool.map(partial(refused_after, token=token, since=committed), servers))
             for elapsed, status in results:
                 assert status == expected, (kind, status, elapsed)
                 delays[kind].append(elapsed)
