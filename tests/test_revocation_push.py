@@ -8,6 +8,7 @@ from the push. Changes are made through the store from the test process.
 
 from __future__ import annotations
 
+import gc
 import statistics
 import subprocess
 import sys
@@ -22,6 +23,7 @@ import psycopg
 import pytest
 import requests
 import sqlalchemy as sa
+from flask import Flask
 from sqlalchemy.pool import NullPool
 
 from flask_backstage_auth.access_tokens.extension import AccessTokens
@@ -261,6 +263,15 @@ def _terminate(postgres_url: str, backend_pid: int) -> None:
         admin.dispose()
 
 
+def shut_down(app: Flask) -> None:
+    """Stop the app's threads and close its connections (before its schema goes)."""
+    state = AccessTokens.state(app)
+    assert state.listener.stop(5)
+    assert state.usage.close(timeout=5)
+    with app.app_context():
+        app.extensions["sqlalchemy"].engine.dispose()
+
+
 def _wait(condition: t.Callable[[], bool], timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -326,7 +337,7 @@ def test_the_listener_reconnects_and_polling_covers_the_gap(
         assert _wait(lambda: get(second) == 401, TARGET)  # pushed again, not polled
         assert time.monotonic() - revoked <= TARGET
     finally:
-        assert state.listener.stop(5)
+        shut_down(app)
     assert not state.listener.running()
     assert not state.listener.connected
 
@@ -388,3 +399,23 @@ def test_polling_without_push(where: str, tmp_path: Path, pg_url: str) -> None:
     assert state.propagation == "polling"
     assert not state.listener.running()
     assert state.listener.connections == 0
+    shut_down(app)
+
+
+def test_the_listener_ends_with_its_app(pg_url: str, store: SqlAccessTokenStore) -> None:
+    app = build(pg_url, 2)
+    token, _ = create(store, "short-lived")
+    response = app.test_client().get(
+        "/api/catalog/whoami", headers={"Authorization": f"Bearer {token}"}
+    )
+    assert response.status_code == 200
+    state = AccessTokens.state(app)
+    listener = state.listener
+    assert listener.wait_connected(5)
+    assert state.usage.close(timeout=5)  # its writer thread holds the app too
+    with app.app_context():
+        app.extensions["sqlalchemy"].engine.dispose()  # no pooled connection left open
+    del app, state, response
+    # A cycle: collected by the garbage collector, then the thread sees it gone.
+    assert _wait(lambda: gc.collect() >= 0 and not listener.running(), 5)
+    assert not listener.connected

@@ -61,6 +61,16 @@ class _Listening(t.Protocol):
 Connect = t.Callable[[], _Listening]
 
 
+class Forgetting(t.Protocol):
+    """What a listener tells of changes (the access-tokens state of an app)."""
+
+    def forget(self, token_id: str) -> None:
+        """Drop the cached verifications of ``token_id``."""
+
+    def forget_all(self) -> None:
+        """Drop every cached verification."""
+
+
 def psycopg_connect(engine: Engine, *, timeout: float = 5.0) -> Connect | None:
     """Connect to ``engine``'s database with psycopg 3 (``None``: not PostgreSQL, or no psycopg 3).
 
@@ -102,31 +112,26 @@ def psycopg_connect(engine: Engine, *, timeout: float = 5.0) -> Connect | None:
 class ChangeListener:
     """Listens for changed tokens in a daemon thread; reconnects with backoff.
 
-    :param forget: drops this instance's cached verifications of a token id.
-    :param forget_all: drops every cached verification (on each (re)connect:
-        what changed while nobody listened).
+    :param owner: told of each changed token id, and on each (re)connect to
+        forget every cached verification (what changed while nobody listened).
     :param wait: how long one wait for notifications lasts; between waits the
         listener checks it is still wanted and pings the database.
     :param backoff: the first and the longest pause before reconnecting.
 
-    It holds ``owner`` weakly: once that is garbage, the thread ends and closes
-    its connection. :meth:`start` again after a ``fork``: the thread does not
-    follow the process.
+    It holds ``owner`` weakly: once that is garbage, the thread ends (within
+    ``wait`` seconds) and closes its connection. :meth:`start` again after a
+    ``fork``: the thread does not follow the process.
     """
 
     def __init__(
         self,
-        owner: object,
-        forget: t.Callable[[str], None],
-        forget_all: t.Callable[[], None],
+        owner: Forgetting,
         *,
         wait: float = 1.0,
         ping_every: float = 10.0,
         backoff: tuple[float, float] = (0.1, 10.0),
     ) -> None:
         self._owner = weakref.ref(owner)
-        self._forget = forget
-        self._forget_all = forget_all
         self.wait = wait
         self.ping_every = ping_every
         self.backoff = backoff
@@ -183,6 +188,15 @@ class ChangeListener:
     def _wanted(self) -> bool:
         return not self._stop.is_set() and self._owner() is not None
 
+    def _tell(self, token_id: str | None) -> None:
+        owner = self._owner()  # never held longer: the owner may be collected
+        if owner is None:
+            return
+        if token_id is None:
+            owner.forget_all()
+        else:
+            owner.forget(token_id)
+
     def _run(self) -> None:
         stop, connected = self._stop, self._connected
         pause = self.backoff[0]
@@ -218,11 +232,11 @@ class ChangeListener:
             self.connections += 1
             connected.set()
             # Whatever changed while nobody listened: verified again, from now on.
-            self._forget_all()
+            self._tell(None)
             pinged = time.monotonic()
             while self._wanted():
                 for note in connection.notifies(timeout=self.wait):
-                    self._forget(str(note.payload))
+                    self._tell(str(note.payload))
                 if time.monotonic() - pinged >= self.ping_every:
                     connection.execute("SELECT 1")
                     pinged = time.monotonic()

@@ -82,9 +82,7 @@ class AccessTokensState:
         # It holds this state weakly: an app thrown away takes its listener along.
         #: Hears of tokens changed on other instances (PostgreSQL), see
         #: :mod:`~flask_backstage_auth.access_tokens.propagation`.
-        self.listener = ChangeListener(
-            self, auth_state.verifier.forget_revocation_id, auth_state.verifier.clear
-        )
+        self.listener = ChangeListener(self)
         self._mode: Mode | None = None if settings.revocation_push else "polling"
 
     @property
@@ -119,6 +117,10 @@ class AccessTokensState:
     def forget(self, token_id: str) -> None:
         """Stop accepting a revoked, rotated or changed token on this instance at once."""
         self.auth_state.verifier.forget_revocation_id(token_id)
+
+    def forget_all(self) -> None:
+        """Drop every cached verification on this instance (the listener reconnected)."""
+        self.auth_state.verifier.clear()
 
 
 def get_state(app: Flask | None = None) -> AccessTokensState:
