@@ -95,7 +95,6 @@ def rotate(
         token_prefix=new.display_prefix,
         expires_at=now + 90 * DAY,
         grace_until=grace_until,
-        actor="test",
         now=now,
     )
     return new.value
@@ -110,9 +109,7 @@ def change(store: SqlAccessTokenStore, record: TokenRecord, kind: Change) -> int
     if kind == "rotate":
         rotate(store, record)
         return 401
-    store.update(
-        record.id, "service", description=None, scopes=("techdocs:read",), actor="test", now=now
-    )
+    store.update(record.id, "service", description=None, scopes=("techdocs:read",))
     return 403  # no catalog scope any more
 
 
@@ -356,9 +353,7 @@ def test_a_notification_is_sent_on_commit_only(store: SqlAccessTokenStore, pg_ur
             return ours
 
         assert heard(0.3) == []  # a new token needs no notice
-        store.update(
-            record.id, "service", description="d", scopes=None, actor="test", now=time.time()
-        )
+        store.update(record.id, "service", description="d", scopes=None)
         assert heard(2) == [record.id]
         with pytest.raises(ChangedConcurrently):  # rolled back: nothing to hear
             store.update(
@@ -366,8 +361,6 @@ def test_a_notification_is_sent_on_commit_only(store: SqlAccessTokenStore, pg_ur
                 "service",
                 description="e",
                 scopes=None,
-                actor="test",
-                now=time.time(),
                 expected_version=record.version,
             )
         assert heard(0.3) == []
