@@ -35,6 +35,8 @@ logger = logging.getLogger(__name__)
 ALGORITHM = "ES256"
 #: A public key stays listed this many key durations after it was made.
 KEY_EXPIRATION_MARGIN_FACTOR = 3
+#: Seconds a rotating key signs without the store being seen holding its public half.
+DEFAULT_CHECK_INTERVAL = 60
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,17 @@ class RotatingKeySource:
 
     The public key is stored before the private key is ever used, so every
     instance sharing the store can verify a token as soon as it exists.
+
+    A key whose public half is gone from the store (the table was emptied,
+    an older backup restored) signs nothing more: the next signing makes a
+    new key. It is noticed by any listing of the store, and before signing
+    when the store has not been seen holding the key for ``check_interval``
+    seconds (one listing of the store, at most that often). A new key
+    rather than the old one stored again: whoever removed it may have meant
+    its tokens to stop working.
+
+    :param name: what the log lines call the keys (``plugin service keys``,
+        ``signing keys``).
     """
 
     def __init__(
@@ -111,41 +124,95 @@ class RotatingKeySource:
         store: PublicKeyStore,
         *,
         key_duration: float = 3600,
+        check_interval: float = DEFAULT_CHECK_INTERVAL,
         clock: Clock = system_clock,
+        name: str = "plugin service keys",
     ) -> None:
         self.store = store
         self.key_duration = key_duration
+        self.check_interval = check_interval
+        self.name = name
         self._clock = clock
         self._lock = threading.Lock()
-        self._current: tuple[SigningKey, float] | None = None
+        self._current: _CurrentKey | None = None
 
     def get_signing_key(self) -> SigningKey:
         now = self._clock()
         with self._lock:
-            if self._current is not None and now < self._current[1]:
-                return self._current[0]
-            private_key = ec.generate_private_key(ec.SECP256R1())
-            key = SigningKey(str(uuid.uuid4()), private_key)
-            expires_at = now + self.key_duration * KEY_EXPIRATION_MARGIN_FACTOR
-            try:
-                self.store.add_key(key.kid, public_jwk(private_key, key.kid), expires_at)
-            except Exception:
-                logger.exception("Failed to generate new signing key")
-                raise
-            self._current = (key, now + self.key_duration)
-            return key
+            current = self._current
+            if current is not None and now < current.rotate_at:
+                if now - current.seen_at < self.check_interval or self._still_stored(current, now):
+                    return current.key
+                logger.warning(
+                    "Signing key %s is missing from the key store, generating new key",
+                    current.key.kid,
+                )
+            elif current is not None:
+                logger.info("Signing key has expired, generating new key")
+            return self._rotate(now)
+
+    def _still_stored(self, current: _CurrentKey, now: float) -> bool:
+        """Whether the store still lists ``current``; ``True`` when it cannot be read."""
+        current.seen_at = now  # checked at most once per interval, whatever the answer
+        try:
+            keys = self.store.list_keys()
+        except Exception:  # a store that is down is no sign that the key is gone
+            logger.warning("Could not check the key store for signing key %s", current.key.kid)
+            return True
+        return any(k.kid == current.key.kid and k.expires_at >= now for k in keys)
+
+    def _rotate(self, now: float) -> SigningKey:
+        """Make a key pair, publish its public half, then let it sign (the lock is held)."""
+        private_key = ec.generate_private_key(ec.SECP256R1())
+        key = SigningKey(str(uuid.uuid4()), private_key)
+        expires_at = now + self.key_duration * KEY_EXPIRATION_MARGIN_FACTOR
+        try:
+            self.store.add_key(key.kid, public_jwk(private_key, key.kid), expires_at)
+        except Exception:
+            self._current = None
+            logger.exception("Failed to generate new signing key")
+            raise
+        logger.info("Created new signing key %s", key.kid)
+        self._current = _CurrentKey(key, rotate_at=now + self.key_duration, seen_at=now)
+        return key
 
     def list_public_keys(self) -> list[dict[str, t.Any]]:
         now = self._clock()
+        current = self._current  # before the query: a key made later may be missing from it
         keys = self.store.list_keys()
         expired = [k.kid for k in keys if k.expires_at < now]
         if expired:
-            logger.info("Removing expired plugin service keys, '%s'", "', '".join(expired))
+            logger.info("Removing expired %s, '%s'", self.name, "', '".join(expired))
             try:
                 self.store.remove_keys(expired)
             except Exception:  # pruning is best effort; listing still excludes them
                 logger.warning("Could not remove expired keys", exc_info=True)
-        return [k.jwk for k in keys if k.expires_at >= now]
+        valid = [k for k in keys if k.expires_at >= now]
+        if current is not None and now < current.rotate_at:
+            if any(k.kid == current.key.kid for k in valid):
+                current.seen_at = max(current.seen_at, now)
+            else:
+                self._forget(current)
+        return [k.jwk for k in valid]
+
+    def _forget(self, current: _CurrentKey) -> None:
+        """Stop signing with ``current``, unless another key replaced it meanwhile."""
+        with self._lock:
+            if self._current is current:
+                logger.warning(
+                    "Signing key %s is missing from the key store; the next token gets a new key",
+                    current.key.kid,
+                )
+                self._current = None
+
+
+@dataclass
+class _CurrentKey:
+    key: SigningKey
+    #: When the next signing makes a new key.
+    rotate_at: float
+    #: When the store was last seen holding the public key.
+    seen_at: float
 
 
 class StaticKeySource:
