@@ -20,7 +20,7 @@ from flask import Flask, has_request_context, request
 
 from flask_backstage_auth.auth.external.handler import ExternalAccess, builtin_handlers
 from flask_backstage_auth.auth.external.types import ExternalTokenHandler
-from flask_backstage_auth.auth.jwks import FetchBudget, JwksCache, JwksFetcher
+from flask_backstage_auth.auth.jwks import FetchBudget, JwksCache, JwksFetcher, forced_reloads
 from flask_backstage_auth.auth.key_sets import LocalKeySet
 from flask_backstage_auth.auth.mock import verify_mock_token
 from flask_backstage_auth.auth.plugin.handler import PluginTokenHandler
@@ -443,9 +443,11 @@ def user_token_service(
             fetcher=jwks_fetcher,
             cooldown=settings.jwks_cooldown,
             clock=clock,
+            forced=forced_reloads(clock),
         ),
         clock=clock,
         leeway=settings.leeway,
+        iat_leeway=settings.iat_leeway,
     )
 
 
@@ -482,6 +484,7 @@ def plugin_token_service(
         user_tokens=user_tokens,
         clock=clock,
         leeway=settings.leeway,
+        iat_leeway=settings.iat_leeway,
         max_lifetime_leeway=settings.max_lifetime_leeway,
         jwks_cooldown=settings.jwks_cooldown,
         jwks_fetcher=jwks_fetcher,

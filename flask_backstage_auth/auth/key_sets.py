@@ -29,6 +29,8 @@ __all__ = ["JwksCache", "KeySet", "LocalKeySet", "select_key"]
 class LocalKeySet:
     """The public keys of a local key source, reloaded on an unknown ``kid``.
 
+    A ``kid`` already loaded never waits for a reload; reloads run one at a time.
+
     :param load: returns the public JWKs (e.g. ``key_source.list_public_keys``).
     :param cooldown: the least seconds between two reloads for unknown kids.
     """
@@ -45,35 +47,50 @@ class LocalKeySet:
         self._cooldown = cooldown
         self._max_age = max_age
         self._clock = clock
-        self._lock = threading.Lock()
-        self._keys: list[jwt.PyJWK] | None = None
-        self._loaded_at = 0.0
+        self._lock = threading.Lock()  # one reload at a time
+        # The keys and when they were loaded, replaced as one (read without the lock).
+        self._loaded: tuple[list[jwt.PyJWK], float] | None = None
 
-    def _reload(self, now: float) -> None:
+    def _reload(self, now: float) -> list[jwt.PyJWK]:
         keys = []
         for jwk in self._load():
             try:
                 keys.append(jwt.PyJWK(jwk))
             except (jwt.PyJWKError, jwt.InvalidKeyError, TypeError, ValueError):
                 continue
-        self._keys = keys
-        self._loaded_at = now
+        self._loaded = (keys, now)
+        return keys
+
+    def _fresh(self, now: float) -> list[jwt.PyJWK] | None:
+        loaded = self._loaded
+        if loaded is None or not 0 <= now - loaded[1] < self._max_age:
+            return None
+        return loaded[0]
 
     def get_key(self, kid: str | None, alg: str) -> jwt.PyJWK | None:
+        seen = self._loaded
+        keys = self._fresh(self._clock())
+        key = select_key(keys, kid, alg) if keys is not None else None
+        if key is not None:
+            return key
         with self._lock:
             now = self._clock()
             try:
-                if self._keys is None or now - self._loaded_at >= self._max_age:
-                    self._reload(now)
-                key = select_key(self._keys or (), kid, alg)
-                if key is None and now - self._loaded_at >= self._cooldown:
-                    self._reload(now)
-                    key = select_key(self._keys or (), kid, alg)
+                loaded = self._loaded
+                keys = self._fresh(now)
+                if keys is not None and loaded is not seen:
+                    key = select_key(keys, kid, alg)  # reloaded while this call waited
+                    if key is not None:
+                        return key
+                if keys is None:
+                    keys = self._reload(now)
+                elif loaded is not None and now - loaded[1] >= self._cooldown:
+                    keys = self._reload(now)  # an unknown kid: perhaps a key just stored
+                return select_key(keys, kid, alg)
             except (JwksUnavailable, BackstageError):
                 raise  # e.g. StorageUnavailable: a 503, not a bad token
             except Exception as exc:  # the store failed: no keys, fail closed
                 raise JwksUnavailable("local key store unavailable") from exc
-            return key
 
 
 class UnusableHeader(Exception):
