@@ -538,3 +538,26 @@ def test_a_failed_rotation_after_a_missing_key_signs_nothing() -> None:
         source.get_signing_key()
     store.broken = False
     assert source.get_signing_key().kid != key.kid
+
+
+def test_a_rotating_source_given_in_code_is_looked_up_at_once(database_url: str) -> None:
+    """``AuthBackend(key_source=RotatingKeySource(...))``: no cooldown on unknown kids."""
+    clock = FakeClock()
+    engine = sa.create_engine(database_url)
+    try:
+        apps = []
+        for _ in range(2):
+            app = Flask("given-source", static_folder=None)
+            app.config.update(
+                TESTING=True, BACKSTAGE_AUTH_CACHE_SIZE=0, BACKSTAGE_CONFIG=copy.deepcopy(CONFIG)
+            )
+            BackstageAuth(app, clock=clock)
+            AuthBackend(app, key_source=RotatingKeySource(SqlSigningKeyStore(engine), clock=clock))
+            app.register_blueprint(_whoami("catalog"))
+            apps.append(app)
+        one, two = apps
+        assert whoami(two.test_client(), guest_token(two))[0] == 200  # two has just loaded
+        status, body = whoami(two.test_client(), guest_token(one))  # the same instant
+        assert status == 200, body
+    finally:
+        engine.dispose()

@@ -58,7 +58,12 @@ from jwt.algorithms import ECAlgorithm
 from werkzeug.exceptions import NotImplemented as WerkzeugNotImplemented
 
 from flask_backstage_auth.auth.key_sets import LocalKeySet
-from flask_backstage_auth.auth.plugin.keys import ALGORITHM, KeySource
+from flask_backstage_auth.auth.plugin.keys import (
+    ALGORITHM,
+    KeySource,
+    RotatingKeySource,
+    StaticKeySource,
+)
 from flask_backstage_auth.auth.user.handler import (
     MAX_USER_TOKEN_LIFETIME,
     USER_AUDIENCE,
@@ -351,9 +356,6 @@ class AuthBackendState:
         self.guest = GuestProviderConfig.from_config(config)
         self.development = auth_state.settings.development
         self._clock = auth_state.clock
-        # A key source of ours lists the store at every unknown kid: a key that
-        # another instance has just stored verifies the first token it signed.
-        cooldown: float = 1
         if key_source is None:
             # A key signs for as long as a token lives (at least an hour) and stays
             # listed three times that: every token it signed expires before it goes.
@@ -363,7 +365,9 @@ class AuthBackendState:
                 key_duration=max(DEFAULT_KEY_DURATION, expiration),
                 clock=auth_state.clock,
             )
-            cooldown = 0
+        # A rotating source lists its store at every unknown kid: a key another
+        # instance has just stored verifies the first token it signed.
+        cooldown: float = 0 if isinstance(key_source, (RotatingKeySource, StaticKeySource)) else 1
         self.issuer = UserTokenIssuer(
             key_source,
             issuer=auth_state.discovery.get_external_base_url(AUTH_PLUGIN_ID),
