@@ -9,10 +9,13 @@ long a token revoked on another instance may still pass; the revoking
 instance drops it at once.
 
 A use is noted (``last_used_at``, at most once per token per
-``last_used_interval``) and so are the use events (``old_secret_used``, once
-per rotation; ``failed_use``, at most once per token per interval), through a
+``last_used_interval``) through a
 :class:`~flask_backstage_auth.access_tokens.usage.UsageRecorder`: the request
-does not wait for those writes, and their failure never fails it.
+does not wait for that write, and its failure never fails it. The use events
+are the auditor's (:mod:`~flask_backstage_auth.access_tokens.audit`), which
+feed the audit table through the same recorder: ``access-token-first-use``
+(the token had never been used), ``access-token-old-secret-use`` (once per
+rotation) and ``access-token-failed-use`` (at most once per token per interval).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import threading
 
 from flask import has_request_context, request
 
+from flask_backstage_auth.access_tokens import audit as events
 from flask_backstage_auth.access_tokens.format import (
     DISPLAY_PREFIX_LENGTH,
     hash_token,
@@ -34,6 +38,7 @@ from flask_backstage_auth.access_tokens.store import (
     service_subject,
 )
 from flask_backstage_auth.access_tokens.usage import UsageRecorder
+from flask_backstage_auth.audit.service import CURRENT_REQUEST, AuditorService
 from flask_backstage_auth.auth.service import VerifiedToken
 from flask_backstage_auth.clock import Clock
 from flask_backstage_auth.credentials import ServicePrincipal, UserPrincipal
@@ -43,8 +48,8 @@ from flask_backstage_auth.errors import AuthenticationError
 class AccessTokenAuthenticator:
     """Verifies raw access tokens against the store.
 
-    :param usage: where uses and use events are noted (default: written at
-        once, in the request).
+    :param usage: where uses are noted (default: written at once, in the request).
+    :param auditor: the ``access-tokens`` plugin's auditor, for the use events.
     """
 
     def __init__(
@@ -57,8 +62,10 @@ class AccessTokenAuthenticator:
         last_used_interval: float = 300,
         personal_enabled: bool = True,
         usage: UsageRecorder | None = None,
+        auditor: AuditorService | None = None,
     ) -> None:
         self.store = store
+        self.auditor = auditor
         self.usage = usage if usage is not None else UsageRecorder(store, mode="inline")
         self.catalogue = catalogue
         self._clock = clock
@@ -93,7 +100,7 @@ class AccessTokenAuthenticator:
             if not match.works(now):
                 self._failed_use(record, "rotated secret", now)
                 raise AuthenticationError("Access token was rotated")
-            self._once(record, "old_secret_used", now)
+            self._once(record, events.OLD_SECRET_USE, now)
         self._record_use(record, now)
         restrictions = self.catalogue.restrictions(record.scopes)
         principal: ServicePrincipal | UserPrincipal
@@ -121,15 +128,49 @@ class AccessTokenAuthenticator:
             if last is not None and now - last < self.last_used_interval:
                 return
             self._last_written[record.id] = now
+        if last is None and record.last_used_at is None:
+            self._event(events.FIRST_USE, record, principal=True)
         self.usage.record_use(record.id, now=now, ip=self._client_ip())
 
-    def _once(self, record: TokenRecord, event: str, now: float) -> None:
-        key = f"{record.id}:{event}:{record.rotated_at}"
+    def _event(
+        self,
+        event_id: str,
+        record: TokenRecord,
+        *,
+        principal: bool = False,
+        failure: str | None = None,
+    ) -> None:
+        """Audit a use of ``record`` (as the token's principal, when it authenticated)."""
+        if self.auditor is None:
+            return
+        actor = None
+        if principal:
+            actor = service_subject(record) if record.kind == "service" else record.owner_ref
+        event = self.auditor.create_event(
+            event_id,
+            severity="medium",
+            meta={
+                "kind": record.kind,
+                "tokenId": record.id,
+                "tokenPrefix": record.token_prefix,
+                "tokenVersion": record.version,  # the change this use saw
+                **({"reason": failure} if failure is not None else {}),
+            },
+            request=CURRENT_REQUEST,
+            actor_id=actor,
+        )
+        if failure is None:
+            event.success()
+        else:
+            event.fail(AuthenticationError(f"Access token refused: {failure}"))
+
+    def _once(self, record: TokenRecord, event_id: str, now: float) -> None:
+        key = f"{record.id}:{event_id}:{record.rotated_at}"
         with self._lock:
             if key in self._last_failure:
                 return
             self._last_failure[key] = now
-        self.usage.add_event(record.id, event, {"ip": self._client_ip()}, now=now)
+        self._event(event_id, record, principal=True)
 
     def _failed_use(self, record: TokenRecord, reason: str, now: float) -> None:
         # At most one failed-use event per token per interval: no write amplification.
@@ -138,5 +179,4 @@ class AccessTokenAuthenticator:
             if last is not None and now - last < self.last_used_interval:
                 return
             self._last_failure[record.id] = now
-        metadata = {"reason": reason, "ip": self._client_ip()}
-        self.usage.add_event(record.id, "failed_use", metadata, now=now)
+        self._event(events.FAILED_USE, record, failure=reason)

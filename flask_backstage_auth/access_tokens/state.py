@@ -10,6 +10,7 @@ import typing as t
 
 from flask import Flask, current_app
 
+from flask_backstage_auth.access_tokens.audit import AuditTable
 from flask_backstage_auth.access_tokens.authenticator import AccessTokenAuthenticator
 from flask_backstage_auth.access_tokens.ratelimit import ClientAddress, remote_addr
 from flask_backstage_auth.access_tokens.scopes import ScopeCatalogue
@@ -55,6 +56,9 @@ class AccessTokensState:
         self.client_address = client_address
         #: Token uses and use events, written off the request's path.
         self.usage = UsageRecorder(store, mode=usage_mode, context=usage_context)
+        #: The plugin's auditor; its events feed the audit table.
+        self.auditor = auth_state.auditor.for_plugin(PLUGIN_ID)
+        auth_state.auditor.add_sink(AuditTable(self.usage))
         self.authenticator = AccessTokenAuthenticator(
             store,
             catalogue,
@@ -63,6 +67,7 @@ class AccessTokensState:
             last_used_interval=settings.last_used_interval,
             personal_enabled=settings.personal_enabled,
             usage=self.usage,
+            auditor=self.auditor,
         )
         #: Every operation on tokens, for the API, the admin pages and the CLI.
         self.service = TokenService(
@@ -73,6 +78,7 @@ class AccessTokensState:
             clock=auth_state.clock,
             forget=self.forget,
             usage=self.usage,
+            auditor=self.auditor,
         )
 
     def forget(self, token_id: str) -> None:

@@ -26,6 +26,7 @@ from flask_backstage_auth.config.reader import ConfigReader
 from flask_backstage_auth.errors import ConfigError
 
 if t.TYPE_CHECKING:  # pragma: no cover
+    from flask_backstage_auth.audit.service import AuditorService
     from flask_backstage_auth.db.storage import Database
 
 logger = logging.getLogger(__name__)
@@ -41,11 +42,14 @@ def user_key_source_from_config(
     database: Database | None,
     key_duration: float,
     clock: Clock,
+    auditor: AuditorService | None = None,
 ) -> KeySource:
     """The key source ``auth.keyStore`` asks for.
 
     :param database: ``BackstageAuth``'s database, or ``None``.
     :param key_duration: how long a rotating key signs; it is listed three times that.
+    :param auditor: where each new rotating key is audited (``signing-key-rotate``,
+        purpose ``user-tokens``).
     :raises ConfigError: an unknown provider, ``database`` without a database,
         or bad ``static`` keys.
     """
@@ -60,7 +64,7 @@ def user_key_source_from_config(
             )
         from flask_backstage_auth.db.storage import SqlSigningKeyStore
 
-        return _rotating(SqlSigningKeyStore(database), key_duration, clock)
+        return _rotating(SqlSigningKeyStore(database), key_duration, clock, auditor)
     if provider == "memory":
         if configured is None:
             logger.warning(
@@ -68,7 +72,7 @@ def user_key_source_from_config(
                 " refuse its user tokens. Give BackstageAuth a database (db=..., or"
                 " BACKSTAGE_AUTH_DATABASE_URI) to share them."
             )
-        return _rotating(InMemoryPublicKeyStore(), key_duration, clock)
+        return _rotating(InMemoryPublicKeyStore(), key_duration, clock, auditor)
     if provider == "static":
         return StaticKeySource.from_config(store_config)
     if provider == "firestore":
@@ -79,5 +83,9 @@ def user_key_source_from_config(
     raise ConfigError(f"Unknown KeyStore provider: {provider}")
 
 
-def _rotating(store: PublicKeyStore, key_duration: float, clock: Clock) -> RotatingKeySource:
-    return RotatingKeySource(store, key_duration=key_duration, clock=clock, name="signing keys")
+def _rotating(
+    store: PublicKeyStore, key_duration: float, clock: Clock, auditor: AuditorService | None
+) -> RotatingKeySource:
+    return RotatingKeySource(
+        store, key_duration=key_duration, clock=clock, auditor=auditor, purpose="user-tokens"
+    )

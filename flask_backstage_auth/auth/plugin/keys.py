@@ -30,6 +30,9 @@ from flask_backstage_auth.clock import Clock, system_clock
 from flask_backstage_auth.config.reader import ConfigReader
 from flask_backstage_auth.errors import ConfigError
 
+if t.TYPE_CHECKING:  # pragma: no cover
+    from flask_backstage_auth.audit.service import AuditorService
+
 logger = logging.getLogger(__name__)
 
 ALGORITHM = "ES256"
@@ -115,8 +118,10 @@ class RotatingKeySource:
     rather than the old one stored again: whoever removed it may have meant
     its tokens to stop working.
 
-    :param name: what the log lines call the keys (``plugin service keys``,
-        ``signing keys``).
+    :param auditor: where each new key is audited (``signing-key-rotate``,
+        with its ``kid``, the one it replaces, ``purpose`` and ``reason``).
+    :param purpose: what the keys sign, for the audit and the logs
+        (``plugin-tokens``, ``user-tokens``).
     """
 
     def __init__(
@@ -126,13 +131,15 @@ class RotatingKeySource:
         key_duration: float = 3600,
         check_interval: float = DEFAULT_CHECK_INTERVAL,
         clock: Clock = system_clock,
-        name: str = "plugin service keys",
+        auditor: AuditorService | None = None,
+        purpose: str = "plugin-tokens",
     ) -> None:
         self.store = store
         self.key_duration = key_duration
         self.check_interval = check_interval
-        self.name = name
         self._clock = clock
+        self._auditor = auditor
+        self.purpose = purpose
         self._lock = threading.Lock()
         self._current: _CurrentKey | None = None
 
@@ -140,16 +147,21 @@ class RotatingKeySource:
         now = self._clock()
         with self._lock:
             current = self._current
-            if current is not None and now < current.rotate_at:
-                if now - current.seen_at < self.check_interval or self._still_stored(current, now):
-                    return current.key
-                logger.warning(
-                    "Signing key %s is missing from the key store, generating new key",
-                    current.key.kid,
-                )
-            elif current is not None:
+            if current is None:
+                return self._rotate(now, "first")
+            if now >= current.rotate_at:
                 logger.info("Signing key has expired, generating new key")
-            return self._rotate(now)
+                return self._rotate(now, "expired")
+            if not current.missing and (
+                now - current.seen_at < self.check_interval or self._still_stored(current, now)
+            ):
+                return current.key
+            logger.warning(
+                "Signing key %s is missing from the key store, generating new key",
+                current.key.kid,
+            )
+            current.missing = True  # never signs again, even if the next key cannot be made
+            return self._rotate(now, "missing-from-store")
 
     def _still_stored(self, current: _CurrentKey, now: float) -> bool:
         """Whether the store still lists ``current``; ``True`` when it cannot be read."""
@@ -161,19 +173,40 @@ class RotatingKeySource:
             return True
         return any(k.kid == current.key.kid and k.expires_at >= now for k in keys)
 
-    def _rotate(self, now: float) -> SigningKey:
-        """Make a key pair, publish its public half, then let it sign (the lock is held)."""
+    def _rotate(self, now: float, reason: str) -> SigningKey:
+        """Make a key pair, publish its public half, then let it sign (the lock is held).
+
+        The one place a key is made: ``reason`` is ``first``, ``expired`` or
+        ``missing-from-store``.
+        """
         private_key = ec.generate_private_key(ec.SECP256R1())
         key = SigningKey(str(uuid.uuid4()), private_key)
         expires_at = now + self.key_duration * KEY_EXPIRATION_MARGIN_FACTOR
+        event = None
+        if self._auditor is not None:
+            previous = self._current.key.kid if self._current is not None else None
+            event = self._auditor.create_event(
+                "signing-key-rotate",
+                severity="medium",
+                meta={
+                    "purpose": self.purpose,
+                    "kid": key.kid,
+                    "previousKid": previous,
+                    "publicKeyExpiresAt": expires_at,
+                    "reason": reason,
+                },
+            )
         try:
             self.store.add_key(key.kid, public_jwk(private_key, key.kid), expires_at)
-        except Exception:
-            self._current = None
+        except Exception as exc:
             logger.exception("Failed to generate new signing key")
+            if event is not None:
+                event.fail(exc)
             raise
         logger.info("Created new signing key %s", key.kid)
         self._current = _CurrentKey(key, rotate_at=now + self.key_duration, seen_at=now)
+        if event is not None:
+            event.success()
         return key
 
     def list_public_keys(self) -> list[dict[str, t.Any]]:
@@ -182,28 +215,23 @@ class RotatingKeySource:
         keys = self.store.list_keys()
         expired = [k.kid for k in keys if k.expires_at < now]
         if expired:
-            logger.info("Removing expired %s, '%s'", self.name, "', '".join(expired))
+            what = "plugin service keys" if self.purpose == "plugin-tokens" else "signing keys"
+            logger.info("Removing expired %s, '%s'", what, "', '".join(expired))
             try:
                 self.store.remove_keys(expired)
             except Exception:  # pruning is best effort; listing still excludes them
                 logger.warning("Could not remove expired keys", exc_info=True)
         valid = [k for k in keys if k.expires_at >= now]
-        if current is not None and now < current.rotate_at:
+        if current is not None and not current.missing and now < current.rotate_at:
             if any(k.kid == current.key.kid for k in valid):
                 current.seen_at = max(current.seen_at, now)
             else:
-                self._forget(current)
-        return [k.jwk for k in valid]
-
-    def _forget(self, current: _CurrentKey) -> None:
-        """Stop signing with ``current``, unless another key replaced it meanwhile."""
-        with self._lock:
-            if self._current is current:
                 logger.warning(
                     "Signing key %s is missing from the key store; the next token gets a new key",
                     current.key.kid,
                 )
-                self._current = None
+                current.missing = True
+        return [k.jwk for k in valid]
 
 
 @dataclass
@@ -213,6 +241,8 @@ class _CurrentKey:
     rotate_at: float
     #: When the store was last seen holding the public key.
     seen_at: float
+    #: Gone from the store: it signs nothing more.
+    missing: bool = False
 
 
 class StaticKeySource:
