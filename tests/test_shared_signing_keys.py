@@ -37,6 +37,7 @@ from flask_backstage_auth.db.storage import (
     public_keys_table,
     signing_keys_table,
 )
+from flask_backstage_auth.testing.audit import capture_audit
 from tests.conftest import _pg_url_in
 from tests.test_plugin_key_store import write_pair
 
@@ -230,10 +231,16 @@ def test_an_emptied_table_gives_a_new_key_on_the_next_listing(instance: Instance
     old = guest_token(one)
     assert whoami(two.test_client(), old)[0] == 200
     empty(one, signing_keys_table)
-    # one's JWKS lists the store: its key is gone, so it signs no more with it
-    assert jwks_kids(one) == set()
-    new = guest_token(one)
+    with capture_audit(one) as audit:
+        # one's JWKS lists the store: its key is gone, so it signs no more with it
+        assert jwks_kids(one) == set()
+        new = guest_token(one)
     assert kid_of(new) != kid_of(old)
+    (event,) = audit.find("signing-key-rotate", status="succeeded", plugin="auth")
+    assert event.meta["reason"] == "missing-from-store"
+    assert event.meta["previousKid"] == kid_of(old)
+    assert event.meta["kid"] == kid_of(new)
+    assert event.meta["purpose"] == "user-tokens"
     assert whoami(two.test_client(), new)[0] == 200
     assert jwks_kids(two) == {kid_of(new)}
     # the vanished key verifies nothing more, on either instance
