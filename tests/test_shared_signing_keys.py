@@ -440,11 +440,13 @@ def test_without_a_database_the_keys_stay_in_memory_with_a_warning(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     app = Flask("no-database", static_folder=None)
-    app.config.update(TESTING=True, BACKSTAGE_CONFIG=copy.deepcopy(CONFIG))
+    app.config.update(BACKSTAGE_AUTH_DEVELOPMENT=False, BACKSTAGE_CONFIG=copy.deepcopy(CONFIG))
     BackstageAuth(app)
-    with caplog.at_level(logging.WARNING, "flask_backstage_auth.auth_backend.keys"):
+    with caplog.at_level(logging.INFO, "flask_backstage_auth.auth_backend.keys"):
         AuthBackend(app)
-    assert "User-token signing keys are kept in this process only" in caplog.text
+    (record,) = caplog.records
+    assert record.levelno == logging.WARNING
+    assert "User-token signing keys are kept in this process only" in record.getMessage()
     source = AuthBackend.state(app).issuer.key_source
     assert isinstance(source, RotatingKeySource)
     assert isinstance(source.store, InMemoryPublicKeyStore)

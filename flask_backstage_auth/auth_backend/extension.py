@@ -365,6 +365,7 @@ class AuthBackendState:
                 key_duration=max(DEFAULT_KEY_DURATION, expiration),
                 clock=auth_state.clock,
                 auditor=auth_state.auditor.for_plugin(AUTH_PLUGIN_ID),
+                development=auth_state.settings.development,
             )
         # A rotating source lists its store at every unknown kid: a key another
         # instance has just stored verifies the first token it signed.

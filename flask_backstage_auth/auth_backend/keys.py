@@ -6,7 +6,7 @@ per process whose public keys go to ``backstage_auth_signing_keys``, where
 every instance's JWKS and verifier find every instance's keys. ``memory``
 keeps them in this process, ``static`` reads PEM files
 (``auth.keyStore.static.keys``). Without a database, the default is
-``memory``, with a warning.
+``memory``, with a warning (a notice at INFO in development).
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ def user_key_source_from_config(
     key_duration: float,
     clock: Clock,
     auditor: AuditorService | None = None,
+    development: bool = False,
 ) -> KeySource:
     """The key source ``auth.keyStore`` asks for.
 
@@ -50,6 +51,7 @@ def user_key_source_from_config(
     :param key_duration: how long a rotating key signs; it is listed three times that.
     :param auditor: where each new rotating key is audited (``signing-key-rotate``,
         purpose ``user-tokens``).
+    :param development: the notice of keys kept in memory is INFO, not a warning.
     :raises ConfigError: an unknown provider, ``database`` without a database,
         or bad ``static`` keys.
     """
@@ -67,10 +69,11 @@ def user_key_source_from_config(
         return _rotating(SqlSigningKeyStore(database), key_duration, clock, auditor)
     if provider == "memory":
         if configured is None:
-            logger.warning(
+            logger.log(
+                logging.INFO if development else logging.WARNING,
                 "User-token signing keys are kept in this process only: other instances"
                 " refuse its user tokens. Give BackstageAuth a database (db=..., or"
-                " BACKSTAGE_AUTH_DATABASE_URI) to share them."
+                " BACKSTAGE_AUTH_DATABASE_URI) to share them.",
             )
         return _rotating(InMemoryPublicKeyStore(), key_duration, clock, auditor)
     if provider == "static":
