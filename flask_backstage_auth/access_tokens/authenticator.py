@@ -16,6 +16,9 @@ are the auditor's (:mod:`~flask_backstage_auth.access_tokens.audit`), which
 feed the audit table through the same recorder: ``access-token-first-use``
 (the token had never been used), ``access-token-old-secret-use`` (once per
 rotation) and ``access-token-failed-use`` (at most once per token per interval).
+These throttles count in each process; with a shared store
+(:mod:`~flask_backstage_auth.access_tokens.shared_limits`) they also hold
+across instances: a process that would write asks the store first.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ from flask_backstage_auth.access_tokens.format import (
     parse,
 )
 from flask_backstage_auth.access_tokens.scopes import ScopeCatalogue
+from flask_backstage_auth.access_tokens.settings import DAY
+from flask_backstage_auth.access_tokens.shared_limits import Counter, LimitStore
 from flask_backstage_auth.access_tokens.store import (
     SqlAccessTokenStore,
     TokenRecord,
@@ -50,6 +55,10 @@ class AccessTokenAuthenticator:
 
     :param usage: where uses are noted (default: written at once, in the request).
     :param auditor: the ``access-tokens`` plugin's auditor, for the use events.
+    :param limit_store: where the throttles are shared with the other
+        instances (default: none, each process on its own).
+    :param once_window: how long a once-per-rotation event is remembered in
+        the store (the longest rotation grace).
     """
 
     def __init__(
@@ -63,6 +72,8 @@ class AccessTokenAuthenticator:
         personal_enabled: bool = True,
         usage: UsageRecorder | None = None,
         auditor: AuditorService | None = None,
+        limit_store: LimitStore | None = None,
+        once_window: float = DAY,
     ) -> None:
         self.store = store
         self.auditor = auditor
@@ -76,6 +87,14 @@ class AccessTokenAuthenticator:
         # token id -> when we last wrote last_used_at / a failed-use event
         self._last_written: dict[str, float] = {}
         self._last_failure: dict[str, float] = {}
+        self._shared_uses: Counter | None = None
+        self._shared_failures: Counter | None = None
+        self._shared_once: Counter | None = None
+        if limit_store is not None:
+            interval = last_used_interval
+            self._shared_uses = limit_store.counter("last-used", 1, interval, window="fixed")
+            self._shared_failures = limit_store.counter("failed-use", 1, interval, window="fixed")
+            self._shared_once = limit_store.counter("once", 1, once_window, window="fixed")
 
     def __call__(self, token: str) -> VerifiedToken | None:
         if not looks_like_access_token(token):
@@ -128,6 +147,8 @@ class AccessTokenAuthenticator:
             if last is not None and now - last < self.last_used_interval:
                 return
             self._last_written[record.id] = now
+        if not _shared_allows(self._shared_uses, record.id):
+            return  # another instance wrote it within the interval
         if last is None and record.last_used_at is None:
             self._event(events.FIRST_USE, record, principal=True)
         self.usage.record_use(record.id, now=now, ip=self._client_ip())
@@ -170,6 +191,8 @@ class AccessTokenAuthenticator:
             if key in self._last_failure:
                 return
             self._last_failure[key] = now
+        if not _shared_allows(self._shared_once, key):
+            return
         self._event(event_id, record, principal=True)
 
     def _failed_use(self, record: TokenRecord, reason: str, now: float) -> None:
@@ -179,4 +202,11 @@ class AccessTokenAuthenticator:
             if last is not None and now - last < self.last_used_interval:
                 return
             self._last_failure[record.id] = now
+        if not _shared_allows(self._shared_failures, record.id):
+            return
         self._event(events.FAILED_USE, record, failure=reason)
+
+
+def _shared_allows(counter: Counter | None, key: str) -> bool:
+    # No store, or one that does not answer: this process's throttle decided.
+    return counter is None or counter(key) is not False

@@ -16,6 +16,7 @@ from flask_backstage_auth.access_tokens.ratelimit import ClientAddress, remote_a
 from flask_backstage_auth.access_tokens.scopes import ScopeCatalogue
 from flask_backstage_auth.access_tokens.service import TokenService
 from flask_backstage_auth.access_tokens.settings import AccessTokenSettings
+from flask_backstage_auth.access_tokens.shared_limits import LimitStore
 from flask_backstage_auth.access_tokens.store import SqlAccessTokenStore
 from flask_backstage_auth.access_tokens.usage import Mode, UsageRecorder, WriteContext
 
@@ -54,6 +55,9 @@ class AccessTokensState:
         self.clock = auth_state.clock
         #: Where a leak report's client address comes from (the rate limit's key).
         self.client_address = client_address
+        #: Where the limits are shared across instances (``backend.rateLimit.store``;
+        #: ``None``: each process counts on its own).
+        self.limit_store = LimitStore.from_config(auth_state.config)
         #: Token uses and use events, written off the request's path.
         self.usage = UsageRecorder(store, mode=usage_mode, context=usage_context)
         #: The plugin's auditor; its events feed the audit table.
@@ -68,6 +72,8 @@ class AccessTokensState:
             personal_enabled=settings.personal_enabled,
             usage=self.usage,
             auditor=self.auditor,
+            limit_store=self.limit_store,
+            once_window=settings.max_rotation_grace,
         )
         #: Every operation on tokens, for the API, the admin pages and the CLI.
         self.service = TokenService(
