@@ -12,10 +12,10 @@ of a rotated key verify at once, and forged ``kid`` values cost a bounded
 number of fetches. A token whose ``kid`` the set knows never waits for a fetch.
 
 Every fetch of an app goes through one :class:`JwksFetcher`: one HTTP
-session, a total deadline and a size cap (:func:`flask_backstage_auth.bounded_http.call`).
-It runs on a thread of its own,
-at most one at a time per URL, and no request waits for it longer than the
-fetcher's ``wait``.
+session, a total deadline and a size cap
+(:func:`flask_backstage_auth.bounded_http.call`). It runs on a thread of its
+own, at most one at a time per URL, and no request waits for it longer than
+the fetcher's ``wait``.
 """
 
 from __future__ import annotations
@@ -150,7 +150,7 @@ class JwksFetcher:
             )
         except CallFailed as exc:
             message = _FAILURES[exc.reason]
-            if exc.cause_name and exc.reason in ("unreachable", "broken"):
+            if exc.reason == "unreachable" and exc.cause_name:
                 message = f"{message} ({exc.cause_name})"
             raise JwksUnavailable(message) from exc
         if answer.status != 200:
