@@ -12,9 +12,10 @@ of a rotated key verify at once, and forged ``kid`` values cost a bounded
 number of fetches. A token whose ``kid`` the set knows never waits for a fetch.
 
 Every fetch of an app goes through one :class:`JwksFetcher`: one HTTP
-session, a total deadline and a size cap. It runs on a thread of its own,
-at most one at a time per URL, and no request waits for it longer than the
-fetcher's ``wait``.
+session, a total deadline and a size cap
+(:func:`flask_backstage_auth.bounded_http.call`). It runs on a thread of its
+own, at most one at a time per URL, and no request waits for it longer than
+the fetcher's ``wait``.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import typing as t
 
 import jwt
 
+from flask_backstage_auth.bounded_http import CallFailed, LazySession, Reason, call
 from flask_backstage_auth.clock import Clock, system_clock
 
 if t.TYPE_CHECKING:  # pragma: no cover
@@ -48,7 +50,6 @@ DEFAULT_FETCH_BUDGET = 5.0
 #: Forced reloads of one key set (Backstage's ``JwksClient``: 10 a minute).
 FORCED_RELOAD_LIMIT = 10
 FORCED_RELOAD_WINDOW = 60.0
-_CHUNK_SIZE = 16 * 1024
 
 
 def select_key(keys: t.Sequence[jwt.PyJWK], kid: str | None, alg: str) -> jwt.PyJWK | None:
@@ -87,12 +88,14 @@ def parse_key_set(document: bytes) -> list[jwt.PyJWK]:
     return usable
 
 
-def new_session() -> requests.Session:
-    """An HTTP session for key sets: it keeps no cookie, so none travels to another
-    fetch, and each fetch over it can be ended at its deadline."""
-    from flask_backstage_auth.auth.fetch_deadline import deadline_session  # imports requests
-
-    return deadline_session()
+#: What each failure of a fetch is told as.
+_FAILURES: dict[Reason, str] = {
+    "late": "Fetching jwks.json took too long",
+    "unreachable": "Failed to fetch jwks.json",
+    "broken": "Failed to read jwks.json",
+    "compressed": "Invalid jwks.json response, compressed",
+    "too large": "Invalid jwks.json response, too large",
+}
 
 
 class JwksFetcher:
@@ -104,7 +107,8 @@ class JwksFetcher:
         ``timeout``); a fetch still running then goes on in the background,
         for the requests after it.
     :param max_bytes: the largest key-set document accepted.
-    :param session: the HTTP session (default: :func:`new_session`, made at the first fetch).
+    :param session: the HTTP session (default: one that keeps no cookie and
+        whose fetches end at their deadline, made at the first fetch).
     """
 
     def __init__(
@@ -119,92 +123,39 @@ class JwksFetcher:
         self.timeout = timeout
         self.wait = min(wait, timeout)
         self.max_bytes = max_bytes
-        self._session = session
-        self._session_lock = threading.Lock()
+        self._http = LazySession(session)
         self.monotonic = monotonic
 
     @property
     def session(self) -> requests.Session:
         """The HTTP session every fetch uses."""
-        with self._session_lock:
-            if self._session is None:
-                self._session = new_session()
-            return self._session
+        return self._http.session
 
     def fetch(self, url: str) -> list[jwt.PyJWK]:
         """The usable keys served at ``url``.
 
-        :raises JwksUnavailable: a bad status, a compressed, oversized, late
-            or malformed document.
-        :raises requests.RequestException: the connection failed or a read
-            timed out.
+        :raises JwksUnavailable: not reachable, a bad status, a compressed,
+            oversized, late or malformed document.
         """
-        return parse_key_set(self._download(url))
-
-    def _download(self, url: str) -> bytes:
-        import requests
-
-        from flask_backstage_auth.auth.fetch_deadline import deadline as watchdog
-
-        session = self.session
-        deadline = self.monotonic() + self.timeout
-        # The watchdog ends the exchange at the deadline, even while a server
-        # trickles its headers (each read alone is bounded by the timeout only).
-        with watchdog(self.timeout) as watch:
-            try:
-                return self._exchange(session, url, deadline)
-            except (requests.RequestException, JwksUnavailable, OSError) as exc:
-                if watch.expired or self.monotonic() >= deadline:
-                    raise JwksUnavailable("Fetching jwks.json took too long") from exc
-                raise
-
-    def _exchange(self, session: requests.Session, url: str, deadline: float) -> bytes:
-        # No redirects: keys come from the configured URL and nowhere else.
-        # No decompression: the size cap is on what the server sends.
-        response = session.get(
-            url,
-            timeout=(self.timeout, self.timeout),
-            allow_redirects=False,
-            stream=True,
-            headers={"Accept": "application/json", "Accept-Encoding": "identity"},
-        )
-        with response:
-            if response.status_code != 200:
-                raise JwksUnavailable(f"Failed to fetch jwks.json, {response.status_code}")
-            if response.headers.get("Content-Encoding", "identity").lower() != "identity":
-                raise JwksUnavailable("Invalid jwks.json response, compressed")
-            length = response.headers.get("Content-Length", "")
-            if length.isdigit() and int(length) > self.max_bytes:
-                raise JwksUnavailable("Invalid jwks.json response, too large")
-            import urllib3  # imported by requests already
-
-            try:
-                return self._read_body(response.raw, deadline)
-            except (urllib3.exceptions.HTTPError, OSError) as exc:
-                late = self.monotonic() >= deadline
-                message = "Fetching jwks.json took too long" if late else "Failed to read jwks.json"
-                raise JwksUnavailable(message) from exc
-
-    def _read_body(self, raw: t.Any, deadline: float) -> bytes:
-        # Each read returns what has arrived (read1) and waits at most what is
-        # left of the deadline, so a server that trickles bytes cannot stretch it.
-        sock = getattr(getattr(raw, "connection", None), "sock", None)
-        read = getattr(raw, "read1", None) or raw.read  # read1: urllib3 >= 2.3
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            remaining = deadline - self.monotonic()
-            if remaining <= 0:
-                raise JwksUnavailable("Fetching jwks.json took too long")
-            if sock is not None:
-                sock.settimeout(remaining)  # urllib3 sets it again before reusing the socket
-            chunk = read(_CHUNK_SIZE, decode_content=False)
-            if not chunk:
-                return b"".join(chunks)
-            size += len(chunk)
-            if size > self.max_bytes:
-                raise JwksUnavailable("Invalid jwks.json response, too large")
-            chunks.append(chunk)
+        try:
+            answer = call(
+                self.session,
+                "GET",
+                url,
+                timeout=self.timeout,
+                max_bytes=self.max_bytes,
+                headers={"Accept": "application/json"},
+                read_body=lambda status: status == 200,
+                monotonic=self.monotonic,
+            )
+        except CallFailed as exc:
+            message = _FAILURES[exc.reason]
+            if exc.reason == "unreachable" and exc.cause_name:
+                message = f"{message} ({exc.cause_name})"
+            raise JwksUnavailable(message) from exc
+        if answer.status != 200:
+            raise JwksUnavailable(f"Failed to fetch jwks.json, {answer.status}")
+        return parse_key_set(answer.body)
 
 
 _default_fetcher: JwksFetcher | None = None
@@ -368,15 +319,11 @@ class JwksCache:
             flight.forced.release()
 
     def _run(self, flight: _Flight, started_at: float) -> None:
-        import requests  # at the first fetch, not when the package is imported
-
         keys: list[jwt.PyJWK] | None = None
         try:
             keys = self._fetcher.fetch(self.url)
-        except (requests.RequestException, JwksUnavailable) as exc:
-            logger.warning(
-                "Could not fetch the key set at %.200s: %s", self.url, type(exc).__name__
-            )
+        except JwksUnavailable as exc:  # its messages are ours, never the server's
+            logger.warning("Could not fetch the key set at %.200s: %s", self.url, exc)
         except Exception:  # a fetch bug must never leave the flight open
             logger.exception("Fetching the key set at %.200s failed unexpectedly", self.url)
         finally:

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 import typing as t
 import uuid
 
+from flask_backstage_auth.bounded_http import CallFailed, LazySession, call
 from flask_backstage_auth.errors import (
     AuthenticationError,
     InputError,
@@ -51,7 +51,6 @@ PERMISSION_PLUGIN_ID = "permission"
 DEFAULT_TIMEOUT = 5.0
 #: The largest answer read.
 DEFAULT_MAX_RESPONSE_BYTES = 1024 * 1024
-_CHUNK_SIZE = 16 * 1024
 _DEFINITIVE = {"ALLOW": ALLOW, "DENY": DENY}
 
 
@@ -95,18 +94,13 @@ class PermissionClient:
         self.timeout = timeout
         self.max_response_bytes = max_response_bytes
         self.batched = batched
-        self._session = session
-        self._session_lock = threading.Lock()
+        self._http = LazySession(session)
         self._monotonic = monotonic
 
     @property
     def session(self) -> requests.Session:
-        with self._session_lock:
-            if self._session is None:
-                from flask_backstage_auth.auth.jwks import new_session
-
-                self._session = new_session()
-            return self._session
+        """The HTTP session every call uses."""
+        return self._http.session
 
     def authorize(
         self, credentials: Credentials, queries: t.Sequence[PolicyQuery]
@@ -200,61 +194,33 @@ class PermissionClient:
         return _answers_by_id(answer, {item.id for item in items})
 
     def _send(self, url: str, body: str, headers: dict[str, str]) -> bytes:
-        import requests  # at the first call, not when the package is imported
-        import urllib3
-
-        deadline = self._monotonic() + self.timeout
         try:
-            response = self.session.post(
+            answer = call(
+                self.session,
+                "POST",
                 url,
                 data=body.encode(),
-                headers={**headers, "Accept-Encoding": "identity"},
-                timeout=(self.timeout, self.timeout),
-                allow_redirects=False,
-                stream=True,
+                headers=headers,
+                timeout=self.timeout,
+                max_bytes=self.max_response_bytes,
+                read_body=lambda status: 200 <= status < 300,
+                monotonic=self._monotonic,
             )
-            with response:
-                if not 200 <= response.status_code < 300:
-                    logger.warning("The permission backend answered %s", response.status_code)
-                    raise PermissionBackendUnavailable(
-                        f"The permission backend answered {response.status_code}"
-                    )
-                length = response.headers.get("Content-Length", "")
-                if length.isdigit() and int(length) > self.max_response_bytes:
-                    raise _too_large()
-                return self._read(response.raw, deadline)
-        except PermissionBackendUnavailable:
-            raise
-        except (requests.Timeout, TimeoutError):
-            raise _late() from None
-        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
-            if self._monotonic() >= deadline:
+        except CallFailed as exc:
+            if exc.reason == "late":
                 raise _late() from None
-            logger.warning("The permission backend could not be reached: %s", type(exc).__name__)
+            if exc.reason == "too large":
+                raise _too_large() from None
+            if exc.reason == "compressed":
+                raise _invalid("compressed") from None
+            logger.warning("The permission backend could not be reached: %s", exc.cause_name)
             raise PermissionBackendUnavailable(
                 "The permission backend could not be reached"
             ) from None
-
-    def _read(self, raw: t.Any, deadline: float) -> bytes:
-        # Each read waits at most what is left of the deadline, so a backend
-        # that trickles bytes cannot stretch the call.
-        sock = getattr(getattr(raw, "connection", None), "sock", None)
-        read = getattr(raw, "read1", None) or raw.read
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            remaining = deadline - self._monotonic()
-            if remaining <= 0:
-                raise _late()
-            if sock is not None:
-                sock.settimeout(remaining)
-            chunk = read(_CHUNK_SIZE, decode_content=False)
-            if not chunk:
-                return b"".join(chunks)
-            size += len(chunk)
-            if size > self.max_response_bytes:
-                raise _too_large()
-            chunks.append(chunk)
+        if not 200 <= answer.status < 300:
+            logger.warning("The permission backend answered %s", answer.status)
+            raise PermissionBackendUnavailable(f"The permission backend answered {answer.status}")
+        return answer.body
 
 
 def _late() -> PermissionBackendUnavailable:

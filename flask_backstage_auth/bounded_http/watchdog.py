@@ -7,7 +7,8 @@ register with the fetch running on the current thread; :func:`deadline`
 arms a timer that shuts that connection's socket down when the fetch's time
 is up, which ends any read in progress.
 
-Imported at the first key-set fetch only (it imports ``requests``).
+Imported at the first outgoing call only (it imports ``requests``); callers use
+:func:`flask_backstage_auth.bounded_http.call`, which arms it.
 """
 
 from __future__ import annotations
@@ -61,6 +62,12 @@ def _watch() -> _Watch | None:
 
 
 class _WatchedHTTPConnection(HTTPConnection):
+    """Registers itself with the fetch running on the current thread, if any.
+
+    Also the HTTPS connection's base, before ``HTTPSConnection`` in its MRO,
+    so ``super()`` reaches the TLS ``connect``.
+    """
+
     def connect(self) -> None:
         super().connect()
         watch = _watch()
@@ -74,18 +81,8 @@ class _WatchedHTTPConnection(HTTPConnection):
         super().request(*args, **kwargs)
 
 
-class _WatchedHTTPSConnection(HTTPSConnection):
-    def connect(self) -> None:
-        super().connect()
-        watch = _watch()
-        if watch is not None:
-            watch.use(self)
-
-    def request(self, *args: t.Any, **kwargs: t.Any) -> None:
-        watch = _watch()
-        if watch is not None and self.sock is not None:
-            watch.use(self)
-        super().request(*args, **kwargs)
+class _WatchedHTTPSConnection(_WatchedHTTPConnection, HTTPSConnection):
+    pass
 
 
 class _WatchedHTTPPool(HTTPConnectionPool):
