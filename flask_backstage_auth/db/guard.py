@@ -1,0 +1,308 @@
+"""Bounded waits on the database, and one log line per outage.
+
+Every transaction of the library's stores goes through :func:`bounded_transaction`:
+
+* the pool checkout waits at most ``pool_timeout`` seconds, and a new
+  connection at most ``connect_timeout`` (the engine options of
+  :func:`engine_options`, which the library applies to engines it creates and
+  which an app gives its own Flask-SQLAlchemy engine through
+  ``SQLALCHEMY_ENGINE_OPTIONS``);
+* on PostgreSQL, ``SET LOCAL statement_timeout`` and ``lock_timeout`` make a
+  live server give up a slow statement or a lock wait;
+* a server that stops answering altogether (paused, or a network path that
+  drops packets while the kernel still acknowledges them) cannot cancel
+  anything, so a watchdog shuts the connection's socket down once the
+  transaction has run ``statement_timeout`` plus :data:`GRACE` seconds: the
+  driver fails at once, SQLAlchemy drops the connection from its pool, and
+  the store answers a 503.
+
+A failure is logged once per outage (per database), with its cause and
+without the URL or credentials; the first success after it is logged too. A
+missing table says to run ``flask backstage-auth db upgrade``.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import os
+import re
+import socket
+import threading
+import time
+import typing as t
+from contextlib import contextmanager
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from flask_backstage_auth.config.timeouts import DEFAULT_TIMEOUTS, DatabaseTimeouts
+
+__all__ = [
+    "DEFAULT_TIMEOUTS",
+    "GRACE",
+    "OUTAGES",
+    "DatabaseTimeouts",
+    "OutageLog",
+    "TransactionTimedOut",
+    "bounded_transaction",
+    "database_error_line",
+    "describe_database_error",
+    "describe_failure",
+    "engine_options",
+    "is_missing_schema",
+    "set_local_timeouts",
+]
+
+logger = logging.getLogger("flask_backstage_auth.db")
+
+#: Seconds the watchdog leaves a live server to cancel a statement itself.
+GRACE = 1.0
+
+
+def engine_options(url: str | sa.engine.URL, timeouts: DatabaseTimeouts) -> dict[str, t.Any]:
+    """``create_engine`` keyword arguments (or ``SQLALCHEMY_ENGINE_OPTIONS``) with the bounds.
+
+    PostgreSQL: ``connect_timeout`` and TCP keepalives; SQLite: the busy
+    timeout. Every pooling engine: ``pool_timeout``.
+    """
+    backend = sa.engine.make_url(url).get_backend_name()
+    options: dict[str, t.Any] = {}
+    if backend == "postgresql":
+        options["connect_args"] = {
+            # libpq takes whole seconds (at least 2 are honoured).
+            "connect_timeout": max(1, round(timeouts.connect)),
+            "keepalives": 1,
+            "keepalives_idle": 10,
+            "keepalives_interval": 5,
+            "keepalives_count": 3,
+        }
+        options["pool_timeout"] = timeouts.pool
+    elif backend == "sqlite":
+        options["connect_args"] = {"timeout": timeouts.lock}
+    return options
+
+
+def set_local_timeouts(connection: Connection, timeouts: DatabaseTimeouts) -> None:
+    """``SET LOCAL statement_timeout, lock_timeout`` in the current PostgreSQL transaction."""
+    if connection.dialect.name != "postgresql":
+        return
+    statement = max(1, int(timeouts.statement * 1000))
+    lock = max(1, int(timeouts.lock * 1000))
+    # Integers we made: no user input reaches this SQL.
+    connection.execute(sa.text(f"SET LOCAL statement_timeout = {statement}"))
+    connection.execute(sa.text(f"SET LOCAL lock_timeout = {lock}"))
+
+
+class _Watchdog:
+    """One thread that shuts down the sockets of transactions past their deadline."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._heap: list[tuple[float, int]] = []
+        self._armed: dict[int, int] = {}  # ticket -> file descriptor
+        self._tickets = itertools.count()
+        self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
+
+    def arm(self, fd: int, seconds: float) -> int:
+        deadline = time.monotonic() + seconds
+        with self._lock:
+            if self._pid != os.getpid():  # forked: the parent's thread is not here
+                self._pid, self._thread = os.getpid(), None
+                self._heap, self._armed = [], {}
+            ticket = next(self._tickets)
+            self._armed[ticket] = fd
+            heapq.heappush(self._heap, (deadline, ticket))
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="backstage-auth-db-watchdog", daemon=True
+                )
+                self._thread.start()
+            elif self._heap[0][1] == ticket:
+                self._wake.notify()
+            return ticket
+
+    def disarm(self, ticket: int) -> bool:
+        """``False`` when the deadline had passed and the socket was shut down."""
+        with self._lock:
+            return self._armed.pop(ticket, None) is not None
+
+    def _run(self) -> None:
+        with self._lock:
+            while True:
+                while self._heap and self._heap[0][1] not in self._armed:
+                    heapq.heappop(self._heap)
+                if not self._heap:
+                    if not self._wake.wait(60):
+                        self._thread = None
+                        return
+                    continue
+                deadline, ticket = self._heap[0]
+                remaining = deadline - time.monotonic()
+                if remaining > 0:
+                    self._wake.wait(remaining)
+                    continue
+                heapq.heappop(self._heap)
+                fd = self._armed.pop(ticket)
+                _shut_down(fd)
+
+
+def _shut_down(fd: int) -> None:
+    # shutdown() acts on the socket, not the descriptor: the driver's blocked
+    # read returns at once, and the driver closes its own descriptor.
+    try:
+        sock = socket.socket(fileno=os.dup(fd))
+    except OSError:
+        return
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    finally:
+        sock.close()
+
+
+_WATCHDOG = _Watchdog()
+
+
+def _socket_of(connection: Connection) -> int | None:
+    if connection.dialect.name != "postgresql":
+        return None
+    dbapi = connection.connection.dbapi_connection
+    fileno = getattr(dbapi, "fileno", None)
+    try:
+        return int(fileno()) if callable(fileno) else None
+    except Exception:  # a closed or broken driver connection
+        return None
+
+
+class TransactionTimedOut(sa.exc.OperationalError):
+    """The watchdog cut a transaction: the server did not answer in time."""
+
+
+@contextmanager
+def bounded_transaction(engine: Engine, timeouts: DatabaseTimeouts) -> t.Iterator[Connection]:
+    """A transaction on ``engine`` with every wait bounded (see the module).
+
+    Database errors propagate (SQLAlchemy's); they are also reported to the
+    outage log, and a success after an outage ends it.
+    """
+    try:
+        with engine.connect() as connection:
+            fd = _socket_of(connection)
+            ticket = None if fd is None else _WATCHDOG.arm(fd, timeouts.statement + GRACE)
+            try:
+                with connection.begin():
+                    set_local_timeouts(connection, timeouts)
+                    yield connection
+            except sa.exc.DBAPIError as exc:
+                if ticket is not None and not _WATCHDOG.disarm(ticket):
+                    raise TransactionTimedOut(
+                        exc.statement, exc.params, NoAnswer(timeouts.statement + GRACE)
+                    ) from exc
+                raise
+            finally:
+                if ticket is not None:
+                    _WATCHDOG.disarm(ticket)
+    except sa.exc.SQLAlchemyError as exc:
+        if not isinstance(exc, sa.exc.IntegrityError):
+            OUTAGES.failed(engine, exc)
+        raise
+    OUTAGES.succeeded(engine)
+
+
+class NoAnswer(Exception):
+    """The cause of :class:`TransactionTimedOut`."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"the database did not answer within {seconds:g} seconds")
+
+
+# -- describing and logging failures ------------------------------------------
+
+_CREDENTIALS = re.compile(r"://[^/@\s]*@")
+
+
+def describe_database_error(exc: BaseException) -> str:
+    """The class names of a database error (``OperationalError``, ``UndefinedTable``).
+
+    Only names: the messages of drivers may carry a host, a user or a password.
+    """
+    names = [type(exc).__name__]
+    orig = getattr(exc, "orig", None)
+    if isinstance(orig, BaseException) and type(orig).__name__ not in names:
+        names.append(type(orig).__name__)
+    return ", ".join(names)
+
+
+def database_error_line(exc: BaseException, password: str | None) -> str:
+    """The driver's first line of ``exc``, with credentials masked."""
+    orig = getattr(exc, "orig", None)
+    text = str(orig if isinstance(orig, BaseException) else exc).strip()
+    line = text.splitlines()[0] if text else ""
+    line = _CREDENTIALS.sub("://***@", line)
+    if password:
+        line = line.replace(password, "***")
+    return line
+
+
+def is_missing_schema(exc: BaseException) -> bool:
+    """Whether ``exc`` says a table of ours is missing (migrations not run)."""
+    orig = getattr(exc, "orig", None)
+    if isinstance(orig, BaseException) and type(orig).__name__ == "UndefinedTable":
+        return True  # PostgreSQL (psycopg)
+    return "no such table" in str(orig if orig is not None else exc)  # SQLite
+
+
+def describe_failure(exc: BaseException, engine: Engine) -> str:
+    """What an outage log line says: classes, the driver's line, and the fix if known."""
+    line = database_error_line(exc, engine.url.password)
+    text = describe_database_error(exc) + (f": {line}" if line else "")
+    if is_missing_schema(exc):
+        text += "; the tables are missing: run `flask backstage-auth db upgrade`"
+    return text
+
+
+class OutageLog:
+    """Logs the first failure of each outage of a database, and its end."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._down: set[str] = set()
+
+    @staticmethod
+    def _key(engine: Engine) -> str:
+        return engine.url.render_as_string(hide_password=True)
+
+    def failed(self, engine: Engine, exc: BaseException) -> None:
+        key = self._key(engine)
+        with self._lock:
+            if key in self._down:
+                return
+            self._down.add(key)
+        logger.warning(
+            "The %s database failed (%s); requests that need it answer 503 until it is"
+            " back (logged once per outage)",
+            engine.dialect.name,
+            describe_failure(exc, engine),
+        )
+
+    def succeeded(self, engine: Engine) -> None:
+        if not self._down:  # the hot path: no lock while all is well
+            return
+        key = self._key(engine)
+        with self._lock:
+            if key not in self._down:
+                return
+            self._down.discard(key)
+        logger.info("The %s database answers again", engine.dialect.name)
+
+    def is_down(self, engine: Engine) -> bool:
+        return self._key(engine) in self._down
+
+
+#: The outage state of every database of this process.
+OUTAGES = OutageLog()
