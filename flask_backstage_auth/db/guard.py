@@ -267,11 +267,15 @@ def describe_failure(exc: BaseException, engine: Engine) -> str:
 
 
 class OutageLog:
-    """Logs the first failure of each outage of a database, and its end."""
+    """Logs the first failure of each outage of a database, and its end.
+
+    A failure of another kind during an outage (the server is back but its
+    tables are missing) is logged once too.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._down: set[str] = set()
+        self._down: dict[str, str] = {}  # database -> "unavailable" or "schema"
 
     @staticmethod
     def _key(engine: Engine) -> str:
@@ -279,10 +283,13 @@ class OutageLog:
 
     def failed(self, engine: Engine, exc: BaseException) -> None:
         key = self._key(engine)
+        # Unreachable or slow is one outage, whatever the driver's error; the
+        # tables missing is another.
+        kind = "schema" if is_missing_schema(exc) else "unavailable"
         with self._lock:
-            if key in self._down:
+            if self._down.get(key) == kind:
                 return
-            self._down.add(key)
+            self._down[key] = kind
         logger.warning(
             "The %s database failed (%s); requests that need it answer 503 until it is"
             " back (logged once per outage)",
@@ -295,9 +302,8 @@ class OutageLog:
             return
         key = self._key(engine)
         with self._lock:
-            if key not in self._down:
+            if self._down.pop(key, None) is None:
                 return
-            self._down.discard(key)
         logger.info("The %s database answers again", engine.dialect.name)
 
     def is_down(self, engine: Engine) -> bool:
