@@ -96,6 +96,12 @@ def _get(base: str, path: str, headers: dict[str, str] | None = None) -> tuple[i
     return response.status_code, elapsed, body
 
 
+def _guest(base: str) -> dict[str, str]:
+    response = requests.post(base + "/api/auth/guest/refresh", timeout=10)
+    assert response.status_code == 200
+    return {"Authorization": f"Bearer {response.json()['backstageIdentity']['token']}"}
+
+
 def _outage_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if "database failed" in r.getMessage()]
 
@@ -110,6 +116,10 @@ def test_a_paused_database_is_a_bounded_503_and_the_rest_is_served(
             base = server.url
             assert _get(base, "/api/catalog/entities", _fresh_token())[0] == 401  # the DB answers
             assert _get(base, "/api/catalog/entities", STATIC_TOKEN)[0] == 200
+            # Signing in needs the database: two user tokens now, one used now
+            # (its keys are loaded), one only while the database is away.
+            users = [_guest(base), _guest(base)]
+            assert _get(base, "/api/app/whoami", users[0])[0] == 200
             proxy.pause()
             with concurrent.futures.ThreadPoolExecutor(4) as pool:
                 slow = [
@@ -121,6 +131,7 @@ def test_a_paused_database_is_a_bounded_503_and_the_rest_is_served(
                     _get(base, "/api/app/health"),
                     _get(base, "/api/catalog/entities", STATIC_TOKEN),
                     _get(base, "/api/app/health"),
+                    _get(base, "/api/app/whoami", users[1]),
                 ]
                 answers = [future.result(timeout=15) for future in slow]
             for status, elapsed, _ in quick:
@@ -418,3 +429,58 @@ def test_library_engines_get_the_bounds() -> None:
     with database.engine.connect() as connection:
         busy = connection.exec_driver_sql("PRAGMA busy_timeout").scalar()
     assert busy == 250
+
+
+class _Store:
+    """Public JWKs whose load can be held (a slow database) or fail (a down one)."""
+
+    def __init__(self) -> None:
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        from flask_backstage_auth.auth.plugin.keys import public_jwk
+
+        self.jwks = [public_jwk(ec.generate_private_key(ec.SECP256R1()), "k1")]
+        self.release = threading.Event()
+        self.release.set()
+        self.failing = False
+        self.loads = 0
+
+    def __call__(self) -> list[dict[str, t.Any]]:
+        self.loads += 1
+        self.release.wait(10)
+        if self.failing:
+            raise sa.exc.OperationalError("SELECT", {}, Exception("down"))
+        return list(self.jwks)
+
+
+def test_a_key_set_reload_never_blocks_a_known_key() -> None:
+    from flask_backstage_auth.auth.key_sets import LocalKeySet
+
+    now = [1000.0]
+    store = _Store()
+    keys = LocalKeySet(store, cooldown=0, max_age=60, max_stale=600, clock=lambda: now[0])
+    assert keys.get_key("k1", "ES256") is not None
+    store.release.clear()  # the next load hangs, as on a paused database
+    now[0] += 61
+    started = time.monotonic()
+    assert keys.get_key("k1", "ES256") is not None  # the reload runs in a thread
+    assert keys.get_key("k1", "ES256") is not None
+    assert time.monotonic() - started < 0.5
+    store.failing = True
+    store.release.set()
+    deadline = time.monotonic() + 5
+    while keys._refreshing:  # the background reload failed; the keys stay
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert keys.get_key("k1", "ES256") is not None
+    # An unknown kid needs the store: its failure fails closed.
+    with pytest.raises(Exception) as raised:
+        keys.get_key("k2", "ES256")
+    assert type(raised.value).__name__ == "JwksUnavailable"
+    # Stale past max_stale: nothing verifies until the store answers.
+    now[0] += 600
+    with pytest.raises(Exception) as raised:
+        keys.get_key("k1", "ES256")
+    assert type(raised.value).__name__ == "JwksUnavailable"
+    store.failing = False
+    assert keys.get_key("k1", "ES256") is not None
