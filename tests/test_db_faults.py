@@ -356,7 +356,6 @@ def test_instances_started_together_on_an_empty_database_all_come_up(
 
 
 def test_failures_are_described_without_credentials() -> None:
-    engine = sa.create_engine("postgresql+psycopg://scott:tiger-secret@db.example:5432/app")
     error = sa.exc.OperationalError(
         "SELECT 1",
         {},
@@ -364,15 +363,15 @@ def test_failures_are_described_without_credentials() -> None:
             'connection to "postgresql://scott:tiger-secret@db.example" failed: tiger-secret'
         ),
     )
-    text = describe_failure(error, engine)
+    text = describe_failure(error)
     assert "tiger-secret" not in text
     assert "OperationalError" in text
     missing = sa.exc.ProgrammingError(
         "SELECT", {}, type("UndefinedTable", (Exception,), {})("relation does not exist")
     )
-    assert "run `flask backstage-auth db upgrade`" in describe_failure(missing, engine)
+    assert "run `flask backstage-auth db upgrade`" in describe_failure(missing)
     sqlite_missing = sa.exc.OperationalError("SELECT", {}, Exception("no such table: x"))
-    assert "db upgrade" in describe_failure(sqlite_missing, engine)
+    assert "db upgrade" in describe_failure(sqlite_missing)
     assert "db upgrade" not in text
 
 

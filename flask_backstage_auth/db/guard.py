@@ -16,9 +16,10 @@ Every transaction of the library's stores goes through :func:`bounded_transactio
   driver fails at once, SQLAlchemy drops the connection from its pool, and
   the store answers a 503.
 
-A failure is logged once per outage (per database), with its cause and
-without the URL or credentials; the first success after it is logged too. A
-missing table says to run ``flask backstage-auth db upgrade``.
+A failure is logged once per outage (per database), with its cause (the
+error classes) and without the URL, credentials or the driver's message; the
+first success after it is logged too. A missing table says to run ``flask
+backstage-auth db upgrade``.
 """
 
 from __future__ import annotations
@@ -257,10 +258,16 @@ def is_missing_schema(exc: BaseException) -> bool:
     return "no such table" in str(orig if orig is not None else exc)  # SQLite
 
 
-def describe_failure(exc: BaseException, engine: Engine) -> str:
-    """What an outage log line says: classes, the driver's line, and the fix if known."""
-    line = database_error_line(exc, engine.url.password)
-    text = describe_database_error(exc) + (f": {line}" if line else "")
+def describe_failure(exc: BaseException) -> str:
+    """What an outage log line says: the error classes, and the fix when known.
+
+    Only names and our own words: a driver's message may carry a host, a
+    user, a password or a value of the statement.
+    """
+    text = describe_database_error(exc)
+    orig = getattr(exc, "orig", None)
+    if isinstance(exc, TransactionTimedOut) and isinstance(orig, NoAnswer):
+        text += f": {orig}"
     if is_missing_schema(exc):
         text += "; the tables are missing: run `flask backstage-auth db upgrade`"
     return text
@@ -294,7 +301,7 @@ class OutageLog:
             "The %s database failed (%s); requests that need it answer 503 until it is"
             " back (logged once per outage)",
             engine.dialect.name,
-            describe_failure(exc, engine),
+            describe_failure(exc),
         )
 
     def succeeded(self, engine: Engine) -> None:

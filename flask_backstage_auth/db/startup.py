@@ -88,7 +88,7 @@ def migrate_at_startup(
             "Could not migrate the database at start-up (%s); serving what needs no"
             " database. Run `flask backstage-auth db upgrade` (the release step) once"
             " it is reachable",
-            describe_failure(exc, engine) if isinstance(exc, sa.exc.SQLAlchemyError) else exc,
+            describe_failure(exc) if isinstance(exc, sa.exc.SQLAlchemyError) else exc,
         )
         return False
     return True
