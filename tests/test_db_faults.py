@@ -142,9 +142,16 @@ def test_a_paused_database_is_a_bounded_503_and_the_rest_is_served(
                 assert elapsed < BOUND, f"a database request waited {elapsed:.1f} s"
                 assert body["error"]["name"] == "ServiceUnavailableError"
                 assert "postgres" not in body["error"]["message"]
-            # Still paused: new connections time out too, just as bounded.
-            status, elapsed, _ = _get(base, "/api/catalog/entities", _fresh_token())
-            assert (status, elapsed < BOUND) == (503, True)
+            # Still paused, and known to be: one request at a time tries the
+            # database (within the bound); the others meanwhile fail at once.
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                probe = pool.submit(_get, base, "/api/catalog/entities", _fresh_token())
+                time.sleep(0.3)
+                for _ in range(3):
+                    status, elapsed, _ = _get(base, "/api/catalog/entities", _fresh_token())
+                    assert (status, elapsed < PROMPT) == (503, True)
+                status, elapsed, _ = probe.result(timeout=15)
+                assert (status, elapsed < BOUND) == (503, True)
             proxy.resume()
             deadline = time.monotonic() + 10
             while (status := _get(base, "/api/catalog/entities", _fresh_token())[0]) == 503:
@@ -483,3 +490,24 @@ def test_a_key_set_reload_never_blocks_a_known_key() -> None:
     assert type(raised.value).__name__ == "JwksUnavailable"
     store.failing = False
     assert keys.get_key("k1", "ES256") is not None
+
+
+def test_while_unreachable_one_transaction_at_a_time_tries() -> None:
+    from flask_backstage_auth.db.guard import DatabaseUnavailable
+
+    log = OutageLog()
+    engine = sa.create_engine("postgresql+psycopg://u@db.example/app")
+    error = sa.exc.OperationalError("SELECT 1", {}, Exception("refused"))
+    assert log.admit(engine) is False  # all is well: no probe, no wait
+    log.failed(engine, error, unreachable=True)
+    assert log.admit(engine) is True  # the probe
+    with pytest.raises(DatabaseUnavailable):
+        log.admit(engine)  # the others fail at once meanwhile
+    log.release(engine)
+    assert log.admit(engine) is True  # the next probe
+    log.release(engine)
+    log.failed(engine, error, unreachable=False)  # the server answered (an error)
+    assert log.admit(engine) is False
+    log.failed(engine, error, unreachable=True)
+    log.succeeded(engine)
+    assert log.admit(engine) is False

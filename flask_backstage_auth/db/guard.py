@@ -14,7 +14,10 @@ Every transaction of the library's stores goes through :func:`bounded_transactio
   anything, so a watchdog shuts the connection's socket down once the
   transaction has run ``statement_timeout`` plus :data:`GRACE` seconds: the
   driver fails at once, SQLAlchemy drops the connection from its pool, and
-  the store answers a 503.
+  the store answers a 503;
+* while a database is unreachable, one transaction at a time tries it and
+  the others fail at once (:class:`OutageLog`), so an outage does not hold
+  every worker thread for the length of the bounds.
 
 A failure is logged once per outage (per database), with its cause (the
 error classes) and without the URL, credentials or the driver's message; the
@@ -45,6 +48,7 @@ __all__ = [
     "GRACE",
     "OUTAGES",
     "DatabaseTimeouts",
+    "DatabaseUnavailable",
     "OutageLog",
     "TransactionTimedOut",
     "bounded_transaction",
@@ -191,8 +195,11 @@ def bounded_transaction(engine: Engine, timeouts: DatabaseTimeouts) -> t.Iterato
     Database errors propagate (SQLAlchemy's); they are also reported to the
     outage log, and a success after an outage ends it.
     """
+    probe = OUTAGES.admit(engine)
+    connected = False
     try:
         with engine.connect() as connection:
+            connected = True
             fd = _socket_of(connection)
             ticket = None if fd is None else _WATCHDOG.arm(fd, timeouts.statement + GRACE)
             try:
@@ -210,9 +217,26 @@ def bounded_transaction(engine: Engine, timeouts: DatabaseTimeouts) -> t.Iterato
                     _WATCHDOG.disarm(ticket)
     except sa.exc.SQLAlchemyError as exc:
         if not isinstance(exc, sa.exc.IntegrityError):
-            OUTAGES.failed(engine, exc)
+            unreachable = (
+                not connected
+                or isinstance(exc, TransactionTimedOut)
+                or bool(getattr(exc, "connection_invalidated", False))
+            )
+            OUTAGES.failed(engine, exc, unreachable=unreachable)
         raise
+    finally:
+        if probe:
+            OUTAGES.release(engine)
     OUTAGES.succeeded(engine)
+
+
+class DatabaseUnavailable(sa.exc.OperationalError):
+    """Raised at once, without trying: the database is unreachable and another
+    transaction of this process is already finding out whether it is back."""
+
+
+class Unreachable(Exception):
+    """The cause of :class:`DatabaseUnavailable`."""
 
 
 class NoAnswer(Exception):
@@ -274,26 +298,62 @@ def describe_failure(exc: BaseException) -> str:
 
 
 class OutageLog:
-    """Logs the first failure of each outage of a database, and its end.
+    """Logs the first failure of each outage of a database, and its end; and
+    while a database is unreachable, lets one transaction at a time try it.
 
     A failure of another kind during an outage (the server is back but its
-    tables are missing) is logged once too.
+    tables are missing) is logged once too. While the database is
+    unreachable (no connection could be had, or the server stopped
+    answering), one transaction of this process at a time waits on it (the
+    probe, within the bounds); the others fail at once with
+    :class:`DatabaseUnavailable`, so an outage does not tie up every worker
+    thread for the length of the bounds. The first success ends it.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._down: dict[str, str] = {}  # database -> "unavailable" or "schema"
+        self._unreachable: set[str] = set()
+        self._probing: set[str] = set()
 
     @staticmethod
     def _key(engine: Engine) -> str:
         return engine.url.render_as_string(hide_password=True)
 
-    def failed(self, engine: Engine, exc: BaseException) -> None:
+    def admit(self, engine: Engine) -> bool:
+        """Whether this transaction is the probe of an unreachable database.
+
+        :raises DatabaseUnavailable: it is unreachable and a probe is running.
+        """
+        if not self._unreachable:  # the hot path: no lock while all is well
+            return False
+        key = self._key(engine)
+        with self._lock:
+            if key not in self._unreachable:
+                return False
+            if key in self._probing:
+                raise DatabaseUnavailable(
+                    None,
+                    None,
+                    Unreachable("the database is unreachable; another request is retrying it"),
+                )
+            self._probing.add(key)
+            return True
+
+    def release(self, engine: Engine) -> None:
+        with self._lock:
+            self._probing.discard(self._key(engine))
+
+    def failed(self, engine: Engine, exc: BaseException, *, unreachable: bool = False) -> None:
         key = self._key(engine)
         # Unreachable or slow is one outage, whatever the driver's error; the
         # tables missing is another.
         kind = "schema" if is_missing_schema(exc) else "unavailable"
         with self._lock:
+            if unreachable:
+                self._unreachable.add(key)
+            else:  # the server answered
+                self._unreachable.discard(key)
             if self._down.get(key) == kind:
                 return
             self._down[key] = kind
@@ -309,6 +369,7 @@ class OutageLog:
             return
         key = self._key(engine)
         with self._lock:
+            self._unreachable.discard(key)
             if self._down.pop(key, None) is None:
                 return
         logger.info("The %s database answers again", engine.dialect.name)
