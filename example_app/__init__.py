@@ -10,10 +10,11 @@ keys live in ``backend.database``; the ``auth`` plugin signs users in (the
 guest provider, in development).
 
 A plugin that ``discovery.endpoints`` places on another backend (``auth``,
-``catalog``, ``permission``: a Backstage backend of the organisation) is not
-served here: user tokens are then verified with that ``auth`` plugin's keys,
-and with ``permission`` elsewhere no local policy is installed: the
-decisions are the permission backend's.
+``catalog``, ``permission``, any of the example's: a Backstage backend of the
+organisation, see ``app-config.backstage.yaml``) is not served here: user
+tokens are then verified with that ``auth`` plugin's keys, and with
+``permission`` elsewhere no local policy is installed: the decisions are the
+permission backend's.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import time
 import typing as t
 from pathlib import Path
 
-from flask import Flask
+from flask import Blueprint, Flask
 from flask_sqlalchemy import SQLAlchemy
 
 from example_app.environment import make_create_env
@@ -119,15 +120,20 @@ def create_app(config: t.Mapping[str, t.Any] | None = None, *, clock: Clock = ti
             migrate_at_startup(db.engine, timeouts=timeouts)
     if not elsewhere("auth"):
         AuthBackend(app)  # the auth plugin: user tokens, and the guest provider in development
-    AccessTokens(app)  # /api/access-tokens: long-lived scoped tokens
+    if not elsewhere("access-tokens"):
+        AccessTokens(app)  # /api/access-tokens: long-lived scoped tokens
     create_env = make_create_env(app, backstage)
 
     docs_dir = Path(backstage.get_string("techdocs.docsDir", "docs"))
     if not docs_dir.is_absolute():
         docs_dir = Path(app.config["EXAMPLE_CONFIG_DIR"]) / docs_dir
-    if not elsewhere("catalog"):
-        app.register_blueprint(catalog.create_plugin(create_env("catalog")))
-    app.register_blueprint(search.create_plugin(create_env("search")))
-    app.register_blueprint(techdocs.create_plugin(create_env("techdocs"), docs_dir))
-    app.register_blueprint(app_plugin.create_plugin(create_env("app")))
+    plugins: dict[str, t.Callable[[], Blueprint]] = {
+        "catalog": lambda: catalog.create_plugin(create_env("catalog")),
+        "search": lambda: search.create_plugin(create_env("search")),
+        "techdocs": lambda: techdocs.create_plugin(create_env("techdocs"), docs_dir),
+        "app": lambda: app_plugin.create_plugin(create_env("app")),
+    }
+    for plugin_id, create_plugin in plugins.items():
+        if not elsewhere(plugin_id):  # a plugin lives in one backend
+            app.register_blueprint(create_plugin())
     return app

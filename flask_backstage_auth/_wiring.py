@@ -18,9 +18,10 @@ from urllib.parse import urlsplit
 
 from flask import Flask, has_request_context, request
 
+from flask_backstage_auth.audit.service import RootAuditor
 from flask_backstage_auth.auth.external.handler import ExternalAccess, builtin_handlers
 from flask_backstage_auth.auth.external.types import ExternalTokenHandler
-from flask_backstage_auth.auth.jwks import FetchBudget, JwksCache, JwksFetcher
+from flask_backstage_auth.auth.jwks import FetchBudget, JwksCache, JwksFetcher, forced_reloads
 from flask_backstage_auth.auth.key_sets import LocalKeySet
 from flask_backstage_auth.auth.mock import verify_mock_token
 from flask_backstage_auth.auth.plugin.handler import PluginTokenHandler
@@ -113,7 +114,9 @@ class PluginServices:
         clock: Clock,
         default_policy_disabled: bool,
         permission_integrations: PermissionIntegrations,
+        auditor: RootAuditor,
     ) -> None:
+        self._auditor = auditor
         self._verifier = verifier
         self._permission_integrations = permission_integrations
         self._token_manager = token_manager
@@ -148,7 +151,11 @@ class PluginServices:
         service = self._http_auth.get(plugin_id)
         if service is None:
             service = self._http_auth[plugin_id] = HttpAuthService(
-                plugin_id, self.auth(plugin_id), cookie=self._cookie, clock=self._clock
+                plugin_id,
+                self.auth(plugin_id),
+                cookie=self._cookie,
+                clock=self._clock,
+                auditor=self._auditor.for_plugin(plugin_id),
             )
         return service
 
@@ -161,6 +168,8 @@ class BackstageAuthState:
     settings: Settings
     config: ConfigReader
     clock: Clock
+    #: The ``auditor`` services: ``auditor.for_plugin(plugin_id)``.
+    auditor: RootAuditor
     #: The app's database, or ``None``.
     database: Database | None
     default_policy_disabled: bool
@@ -211,18 +220,19 @@ def build_state(app: Flask, options: Options) -> BackstageAuthState:
     clock = options.clock
     database = database_service(app, options.db, settings)
     config = ConfigReader(app.config.get(CONFIG_KEY) or {}, "")
+    auditor = RootAuditor.from_config(config, clock=clock)
     warn_unknown_auth_keys(config)
     default_policy_disabled = config.get_bool("backend.auth.dangerouslyDisableDefaultAuthPolicy")
     token_manager = options.token_manager
     if token_manager is None:
-        token_manager = token_manager_service(config, settings, clock)
+        token_manager = token_manager_service(config, settings, clock, testing=app.testing)
     jwks_fetcher = jwks_fetcher_service(settings)
     external_access = external_access_service(
         config, settings, clock, jwks_fetcher, token_manager, options.external_token_handlers
     )
     discovery = discovery_service(config, settings)
     cookie = cookie_service(discovery, settings)
-    key_source = key_source_service(config, database, clock)
+    key_source = key_source_service(config, database, clock, auditor, settings)
     user_tokens = user_token_service(discovery, jwks_fetcher, settings, clock)
     local_plugins = LocalPlugins(app)
     plugin_tokens = plugin_token_service(
@@ -239,11 +249,13 @@ def build_state(app: Flask, options: Options) -> BackstageAuthState:
         cookie=cookie,
         clock=clock,
         default_policy_disabled=default_policy_disabled,
+        auditor=auditor,
         permission_integrations=permission_integrations,
     )
     permissions = permissions_service(
         config, options, token_manager, discovery, plugins, permission_integrations
     )
+    permissions.auditor = auditor.for_plugin("permission")
     barrier = CredentialsBarrier(
         RouteTable(plugins.http_auth),
         PluginEndpoints(settings.plugin_prefix, plugins),
@@ -254,10 +266,16 @@ def build_state(app: Flask, options: Options) -> BackstageAuthState:
             "backend.auth.dangerouslyDisableDefaultAuthPolicy is set: requests without"
             " credentials reach every plugin"
         )
+        auditor.for_plugin("app").create_event(
+            "default-policy-disabled",
+            severity="critical",
+            meta={"config": "backend.auth.dangerouslyDisableDefaultAuthPolicy"},
+        ).success()
     return BackstageAuthState(
         settings=settings,
         config=config,
         clock=clock,
+        auditor=auditor,
         database=database,
         default_policy_disabled=default_policy_disabled,
         token_manager=token_manager,
@@ -345,8 +363,11 @@ def database_service(app: Flask, db: SQLAlchemy | None, settings: Settings) -> D
     return Database(sa.create_engine(uri, **engine_options(uri, timeouts)), timeouts=timeouts)
 
 
-def token_manager_service(config: ConfigReader, settings: Settings, clock: Clock) -> TokenManager:
-    """The legacy token manager of ``backend.auth.keys`` (a generated key in development)."""
+def token_manager_service(
+    config: ConfigReader, settings: Settings, clock: Clock, *, testing: bool = False
+) -> TokenManager:
+    """The legacy token manager of ``backend.auth.keys`` (a generated key in
+    development, noted at INFO in a ``TESTING`` app: nothing needs doing there)."""
     return ServerTokenManager.from_config(
         config,
         logger=logger,
@@ -355,6 +376,7 @@ def token_manager_service(config: ConfigReader, settings: Settings, clock: Clock
         leeway=settings.leeway,
         max_lifetime_leeway=settings.max_lifetime_leeway,
         allow_disabled=True,
+        generated_key_level=logging.INFO if testing else logging.WARNING,
     )
 
 
@@ -418,25 +440,55 @@ def cookie_service(discovery: HostDiscovery, settings: Settings) -> CookieSettin
     )
 
 
-def key_source_service(config: ConfigReader, database: Database | None, clock: Clock) -> KeySource:
-    """The signing keys of plugin tokens (``backend.auth.pluginKeyStore``)."""
+def key_source_service(
+    config: ConfigReader,
+    database: Database | None,
+    clock: Clock,
+    auditor: RootAuditor,
+    settings: Settings,
+) -> KeySource:
+    """The signing keys of plugin tokens (``backend.auth.pluginKeyStore``); each
+    new key is audited (``signing-key-rotate``)."""
     return key_source_from_config(
-        config, public_key_store=lambda: public_key_store_service(database), clock=clock
+        config,
+        public_key_store=lambda: public_key_store_service(database, settings.development),
+        clock=clock,
+        auditor=auditor.for_plugin("app"),
     )
 
 
-def public_key_store_service(database: Database | None) -> PublicKeyStore:
+def public_key_store_service(database: Database | None, development: bool) -> PublicKeyStore:
     """Where plugin public keys are published: the database, or this process."""
     if database is not None:
         from flask_backstage_auth.db.storage import SqlPublicKeyStore
 
         return SqlPublicKeyStore(database)
-    logger.warning(
-        "Plugin keys are kept in this process only: other instances cannot verify its"
-        " plugin tokens. Give BackstageAuth a database (db=..., or"
-        " BACKSTAGE_AUTH_DATABASE_URI) to share them."
-    )
-    return InMemoryPublicKeyStore()
+    return ProcessKeyStore(development=development)
+
+
+class ProcessKeyStore(InMemoryPublicKeyStore):
+    """Plugin public keys in this process, with a notice at the first key.
+
+    The notice waits for a plugin token to be signed (an app that issues none
+    has nothing to share), and is a warning outside development only (where
+    several instances may run).
+    """
+
+    def __init__(self, *, development: bool) -> None:
+        super().__init__()
+        self._notice_level = logging.INFO if development else logging.WARNING
+        self._noticed = False
+
+    def add_key(self, kid: str, jwk: dict[str, t.Any], expires_at: float) -> None:
+        if not self._noticed:
+            self._noticed = True
+            logger.log(
+                self._notice_level,
+                "Plugin keys are kept in this process only: other instances cannot verify its"
+                " plugin tokens. Give BackstageAuth a database (db=..., or"
+                " BACKSTAGE_AUTH_DATABASE_URI) to share them.",
+            )
+        super().add_key(kid, jwk, expires_at)
 
 
 def user_token_service(
@@ -449,9 +501,11 @@ def user_token_service(
             fetcher=jwks_fetcher,
             cooldown=settings.jwks_cooldown,
             clock=clock,
+            forced=forced_reloads(clock),
         ),
         clock=clock,
         leeway=settings.leeway,
+        iat_leeway=settings.iat_leeway,
     )
 
 
@@ -488,6 +542,7 @@ def plugin_token_service(
         user_tokens=user_tokens,
         clock=clock,
         leeway=settings.leeway,
+        iat_leeway=settings.iat_leeway,
         max_lifetime_leeway=settings.max_lifetime_leeway,
         jwks_cooldown=settings.jwks_cooldown,
         jwks_fetcher=jwks_fetcher,

@@ -33,6 +33,7 @@ from flask_backstage_auth.access_tokens.format import (
     hash_token,
     parse,
 )
+from flask_backstage_auth.access_tokens.service import CLI, Issued
 from flask_backstage_auth.access_tokens.state import EXTENSION_KEY
 from flask_backstage_auth.access_tokens.store import (
     EVENTS,
@@ -415,7 +416,6 @@ def test_the_old_secret_works_until_the_grace_ends(inst: Instance) -> None:
         token_prefix=new.display_prefix,
         expires_at=now + 90 * DAY,
         grace_until=now + 60,
-        actor="test",
         now=now,
     )
     inst.state.forget(record.id)
@@ -443,7 +443,6 @@ def test_rotation_without_grace_refuses_the_old_secret_at_once(inst: Instance) -
         token_prefix=new.display_prefix,
         expires_at=now + DAY,
         grace_until=None,
-        actor="test",
         now=now,
     )
     inst.state.forget(record.id)
@@ -582,18 +581,35 @@ def count_events(inst: Instance, event: str) -> int:
 
 
 def check_concurrency(inst: Instance) -> None:
-    results = race(8, lambda: inst.create("same-name"))
-    successes = [r for r in results if isinstance(r, tuple)]
+    # Through the service: its audit events write the audit table.
+    service = inst.state.service
+
+    def create() -> Issued:
+        with inst.app.app_context():
+            return service.create(
+                CLI,
+                "service",
+                name="same-name",
+                description="",
+                owner_ref=TEAM_A,
+                scopes=["catalog:read"],
+                expires_at=inst.clock() + DAY,
+            )
+
+    results = race(8, create)
+    successes = [r for r in results if isinstance(r, Issued)]
     conflicts = [r for r in results if isinstance(r, ConflictError)]
     assert len(successes) == 1, results
     assert len(conflicts) == 7, results
     assert count_events(inst, "created") == 1
 
-    _, record = t.cast(t.Tuple[str, TokenRecord], successes[0])
-    store = inst.state.store
-    results = race(
-        8, lambda: store.revoke(record.id, "service", actor="t", reason=None, now=inst.clock())
-    )
+    record = successes[0].record
+
+    def revoke() -> TokenRecord:
+        with inst.app.app_context():
+            return service.revoke(CLI, "service", record.id)
+
+    results = race(8, revoke)
     revoked = [r for r in results if isinstance(r, TokenRecord)]
     assert len(revoked) == 1, results
     assert all(isinstance(r, ConflictError) for r in results if r not in revoked), results

@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from alembic import command
 from sqlalchemy.engine import Engine
 
+from flask_backstage_auth.access_tokens.audit import AuditTable
 from flask_backstage_auth.access_tokens.extension import AccessTokens
 from flask_backstage_auth.access_tokens.format import DISPLAY_PREFIX_LENGTH, hash_token
 from flask_backstage_auth.access_tokens.scopes import ScopeCatalogue
@@ -33,6 +34,8 @@ from flask_backstage_auth.access_tokens.store import (
     SqlAccessTokenStore,
     TokenRecord,
 )
+from flask_backstage_auth.access_tokens.usage import UsageRecorder
+from flask_backstage_auth.audit import RootAuditor
 from flask_backstage_auth.credentials import Credentials, UserPrincipal
 from flask_backstage_auth.db.cli import alembic_config, upgrade_database
 from flask_backstage_auth.db.storage import StorageUnavailable
@@ -100,13 +103,19 @@ def make_service(
     store: SqlAccessTokenStore | None = None,
     forgotten: list[str] | None = None,
 ) -> TokenService:
+    clock = clock or Clock()
+    store = store or InterleavingStore(engine)
+    # As AccessTokens wires it: the plugin's auditor, whose events write the audit table.
+    auditor = RootAuditor(clock=clock)
+    auditor.add_sink(AuditTable(UsageRecorder(store, mode="inline")))
     return TokenService(
-        store or InterleavingStore(engine),
+        store,
         ScopeCatalogue(),
         AccessTokenSettings(),
         PermissionsService(enabled=True, policy=AllowAllPolicy()),
-        clock=clock or Clock(),
+        clock=clock,
         forget=(forgotten if forgotten is not None else []).append,
+        auditor=auditor.for_plugin("access-tokens"),
     )
 
 

@@ -13,6 +13,7 @@ import typing as t
 
 import pytest
 
+from flask_backstage_auth.access_tokens.audit import AuditTable
 from flask_backstage_auth.access_tokens.format import generate_token
 from flask_backstage_auth.access_tokens.guard import (
     ACCESS_TOKEN_CREATES,
@@ -23,6 +24,8 @@ from flask_backstage_auth.access_tokens.scopes import ScopeCatalogue
 from flask_backstage_auth.access_tokens.service import CLI, NOT_A_TOKEN, Caller, TokenService
 from flask_backstage_auth.access_tokens.settings import DAY, AccessTokenSettings
 from flask_backstage_auth.access_tokens.store import in_memory_store
+from flask_backstage_auth.access_tokens.usage import UsageRecorder
+from flask_backstage_auth.audit import RootAuditor
 from flask_backstage_auth.credentials import Credentials, ServicePrincipal, UserPrincipal
 from flask_backstage_auth.errors import NotAllowedError, NotFoundError
 from flask_backstage_auth.permissions import (
@@ -46,13 +49,18 @@ AN_ACCESS_TOKEN = Credentials(
 
 def make_service(policy: PermissionPolicy) -> tuple[TokenService, list[str]]:
     forgotten: list[str] = []
+    store = in_memory_store()
+    # As AccessTokens wires it: the plugin's auditor, whose events feed the audit table.
+    auditor = RootAuditor(clock=lambda: NOW)
+    auditor.add_sink(AuditTable(UsageRecorder(store, mode="inline")))
     service = TokenService(
-        in_memory_store(),
+        store,
         ScopeCatalogue(),
         AccessTokenSettings(),
         PermissionsService(enabled=True, policy=policy),
         clock=lambda: NOW,
         forget=forgotten.append,
+        auditor=auditor.for_plugin("access-tokens"),
     )
     return service, forgotten
 

@@ -276,13 +276,13 @@ def test_notes_outlast_an_outage_in_the_order_they_happened(
         f"{BASE}/service/{token_id}/rotate", json={"graceSeconds": 60}, headers=owner
     )
     assert rotated.status_code == 200
-    assert use(client, old) == 200  # noted: old_secret_used, and the last use
+    assert use(client, old) == 200  # noted: old_secret_used, first_used, and the last use
     engine = engine_of(app)
     for _ in range(3):
         with failing(engine):
             assert state.usage.flush() is False
     assert len(warnings_of(caplog)) == 1  # once for the outage, not once per attempt
-    assert state.usage.pending == 2
+    assert state.usage.pending == 3
     # Revoked at the same moment, after the use: the trail must still say so.
     revoked = client.post(f"{BASE}/service/{token_id}/revoke", json={}, headers=owner)
     assert revoked.status_code == 200
@@ -291,11 +291,12 @@ def test_notes_outlast_an_outage_in_the_order_they_happened(
     events = client.get(f"{BASE}/service/{token_id}/audit", headers=owner).get_json()["events"]
     assert [event["event"] for event in events] == [
         "revoked",
+        "first_used",
         "old_secret_used",
         "rotated",
         "created",
     ]
-    assert events[1]["metadata"] == {"ip": "127.0.0.1"}
+    assert events[1]["metadata"] == events[2]["metadata"] == {"ip": "127.0.0.1"}
     assert last_used(app, token_id) == state.clock()
 
 
@@ -349,7 +350,7 @@ created = client.post(
     "{BASE}/service/", json=body, headers=bearer(user_token(app))
 ).get_json()
 assert client.get("{CATALOG}", headers=bearer(created["rawToken"])).status_code == 200
-assert AccessTokens.state(app).usage.pending == 1  # noted, not written
+assert AccessTokens.state(app).usage.pending == 2  # noted (the use, first_used), not written
 print(created["token"]["id"])
 """
     # The manual mode writes only when flushed: this process never flushes, so

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import typing as t
+from pathlib import Path
 
 import pytest
 from flask import Flask
@@ -534,6 +535,132 @@ def test_access_token_walkthrough(example_database: str) -> None:
             app.extensions["sqlalchemy"].engine.dispose()
 
 
+class _BackstageAuthBackend:
+    """A stand-in for a Node backend's auth plugin: its user-token key set."""
+
+    def __init__(self) -> None:
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        self.keys: dict[str, t.Any] = {}
+        self.requests: list[str] = []
+        self.rotate()
+        self._ec = ec
+
+    def rotate(self) -> str:
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        kid = f"key-{len(self.keys) + 1}"
+        self.keys[kid] = ec.generate_private_key(ec.SECP256R1())
+        return kid
+
+    def __call__(self, environ: dict[str, t.Any], start_response: t.Any) -> list[bytes]:
+        from jwt.algorithms import ECAlgorithm
+
+        path = environ["PATH_INFO"]
+        self.requests.append(path)
+        if path != "/api/auth/.well-known/jwks.json":
+            start_response("404 Not Found", [("Content-Type", "application/json")])
+            return [b'{"error": {"name": "NotFoundError", "message": "Not found"}}']
+        keys = [
+            {**ECAlgorithm.to_jwk(key.public_key(), as_dict=True), "kid": kid, "alg": "ES256"}
+            for kid, key in self.keys.items()
+        ]
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [json.dumps({"keys": keys}).encode()]
+
+    def user_token(self, kid: str, sub: str = "user:default/jane", key: t.Any = None) -> str:
+        import time as clock
+
+        import jwt
+
+        now = int(clock.time())
+        claims = {
+            "iss": "http://127.0.0.1:7007/api/auth",
+            "sub": sub,
+            "ent": [sub],
+            "aud": "backstage",
+            "iat": now,
+            "exp": now + 3600,
+        }
+        return jwt.encode(
+            claims,
+            key or self.keys[kid],
+            algorithm="ES256",
+            headers={"typ": "vnd.backstage.user", "kid": kid},
+        )
+
+
+def _backstage_layered_config(auth_url: str) -> dict[str, t.Any]:
+    from flask_backstage_auth.config import load_app_config
+
+    here = Path(__file__).parents[1] / "example_app"
+    document = load_app_config(here / "app-config.yaml", here / "app-config.backstage.yaml")
+    (endpoint,) = document["discovery"]["endpoints"]
+    assert endpoint == {"target": "http://127.0.0.1:7007/api/{{pluginId}}", "plugins": ["auth"]}
+    endpoint["target"] = f"{auth_url}/api/{{{{pluginId}}}}"
+    document["techdocs"]["docsDir"] = str(here / "docs")
+    return document
+
+
+def test_beside_a_backstage_backend_the_example_uses_its_auth_plugin() -> None:
+    """app-config.backstage.yaml: no /api/auth here; Backstage's user tokens verify."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from example_app import create_app
+    from flask_backstage_auth import AuthBackend, BackstageAuth
+
+    backstage = _BackstageAuthBackend()
+    with LiveServer(backstage) as node:
+        app = create_app({"BACKSTAGE_CONFIG": _backstage_layered_config(node.url)})
+        state = BackstageAuth.state(app)
+        assert state.discovery.get_base_url("auth") == f"{node.url}/api/auth"
+        assert state.discovery.get_base_url("catalog") == "http://127.0.0.1:7008/api/catalog"
+        assert not any(rule.rule.startswith("/api/auth") for rule in app.url_map.iter_rules())
+        assert not any(isinstance(ext, AuthBackend) for ext in app.extensions.values())
+        assert "auth" not in app.blueprints
+        client = app.test_client()
+        token = backstage.user_token("key-1")
+        headers = {"Authorization": f"Bearer {token}"}
+        me = client.get("/api/app/whoami", headers=headers)
+        assert me.status_code == 200, me.get_data(as_text=True)
+        assert me.get_json()["principal"] == {"type": "user", "userEntityRef": "user:default/jane"}
+        assert client.get("/api/catalog/entities", headers=headers).status_code == 200
+        assert client.post("/api/auth/guest/refresh", headers=headers).status_code == 404
+        assert client.get("/api/auth/.well-known/jwks.json", headers=headers).status_code == 404
+        # The Node backend restarts with a new key: its first tokens verify at once.
+        new_kid = backstage.rotate()
+        fresh = {"Authorization": f"Bearer {backstage.user_token(new_kid)}"}
+        assert client.get("/api/app/whoami", headers=fresh).status_code == 200
+        assert backstage.requests.count("/api/auth/.well-known/jwks.json") == 2
+        # A token naming Backstage's kid but signed by another key is refused.
+        forged = backstage.user_token(new_kid, key=ec.generate_private_key(ec.SECP256R1()))
+        refused = client.get("/api/app/whoami", headers={"Authorization": f"Bearer {forged}"})
+        assert refused.status_code == 401
+        assert refused.get_json()["error"]["message"] == "Failed user token verification"
+    with app.app_context():
+        app.extensions["sqlalchemy"].engine.dispose()
+
+
+def test_the_backstage_config_layers_through_backstage_app_config(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import os
+
+    from example_app import create_app
+
+    here = Path(__file__).parents[1] / "example_app"
+    monkeypatch.setenv(
+        "BACKSTAGE_APP_CONFIG",
+        os.pathsep.join([str(here / "app-config.yaml"), str(here / "app-config.backstage.yaml")]),
+    )
+    app = create_app()
+    document = app.config["BACKSTAGE_CONFIG"]
+    assert document["backend"]["listen"]["port"] == 7008
+    assert document["backend"]["auth"]["externalAccess"] == []
+    assert "auth" not in app.blueprints and "catalog" in app.blueprints
+    assert "access-tokens" in app.blueprints
+
+
 def test_plugins_placed_on_another_backend_are_not_served_here() -> None:
     """Beside an organisation's Backstage: its auth and catalog, not the example's."""
     from example_app import create_app
@@ -582,3 +709,27 @@ def test_every_error_is_json_by_the_one_setting(
     assert missing.get_json()["request"] == {"method": "GET", "url": "/no-such-route"}
     wrong = client.delete("/api/app/health", headers=auth_headers)
     assert (wrong.status_code, wrong.get_json()["response"]) == (405, {"statusCode": 405})
+
+
+@pytest.mark.parametrize("plugin_id", ["search", "techdocs", "app", "access-tokens"])
+def test_any_example_plugin_placed_elsewhere_is_not_served_here(plugin_id: str) -> None:
+    from example_app import create_app
+
+    app = create_app(
+        {
+            "TESTING": True,
+            "SQLALCHEMY_DATABASE_URI": "sqlite://",
+            "BACKSTAGE_CONFIG": {
+                "backend": {"baseUrl": "http://127.0.0.1:7008"},
+                "discovery": {
+                    "endpoints": [
+                        {"target": "http://127.0.0.1:7007/api/{{pluginId}}", "plugins": [plugin_id]}
+                    ]
+                },
+            },
+        }
+    )
+    assert plugin_id not in app.blueprints
+    assert {"auth", "catalog", "search", "techdocs", "app", "access-tokens"} - {plugin_id} <= set(
+        app.blueprints
+    )

@@ -504,6 +504,118 @@ def test_a_slow_key_set_holds_no_request_for_another(
     assert replies == [200]
 
 
+def trickle_headers(interval: float = 0.05) -> Behaviour:
+    """A status line, then one header byte every ``interval`` (20 s at most)."""
+
+    def behave(handler: _Handler) -> None:
+        owner: KeySetServer = handler.server.owner
+        try:
+            handler.wfile.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+            for _ in range(400):
+                if owner.stop.wait(interval):
+                    return
+                handler.wfile.write(b"a")
+                handler.wfile.flush()
+        except OSError:
+            owner.aborted.set()
+
+    return behave
+
+
+def test_trickling_headers_fail_at_the_deadline(server: KeySetServer) -> None:
+    """Each read is bounded by the timeout; the watchdog bounds them all together."""
+    server.routes["/jwks.json"] = trickle_headers()
+    fetcher = JwksFetcher(timeout=0.3)
+    started = time.monotonic()
+    with pytest.raises(JwksUnavailable, match="took too long"):
+        fetcher.fetch(f"{server.url}/jwks.json")
+    assert time.monotonic() - started < 3  # the headers alone would take 20 s
+    assert eventually(server.aborted.is_set)
+
+
+def test_a_hanging_key_set_fails_at_the_deadline_and_the_next_fetch_runs(
+    server: KeySetServer, clock: FakeClock
+) -> None:
+    """A server that never answers: the request is refused within the wait, the
+    fetch ends at the deadline, and the next token's fetch is not held by it."""
+    server.routes["/api/auth/.well-known/jwks.json"] = hold(public_jwks(ISSUER, "issuer-1"))
+    app = make_app(server.url, clock, BACKSTAGE_AUTH_JWKS_TIMEOUT=0.5, BACKSTAGE_AUTH_JWKS_WAIT=0.5)
+    started = time.monotonic()
+    reply = get(app, user_token(clock))
+    assert reply.status_code == 401
+    assert reply.get_json()["error"]["message"] == "Failed user token verification"
+    assert time.monotonic() - started < 3
+    cache = BackstageAuth.state(app).user_tokens.key_set
+    assert eventually(lambda: cache._flight is None)  # ended at the deadline, not at 10 s
+    assert time.monotonic() - started < 3
+    server.json("/api/auth/.well-known/jwks.json", public_jwks(ISSUER, "issuer-1"))
+    reply = get(app, user_token(clock))  # within the cooldown: a forced reload
+    assert reply.status_code == 200, reply.get_data(as_text=True)
+    assert server.count() == 2
+
+
+GARBAGE: list[tuple[int, bytes]] = [
+    (200, b"<html>Bad gateway</html>"),
+    (200, b""),
+    (200, b"null"),
+    (200, b"[]"),
+    (200, b'{"keys": "none"}'),
+    (200, b'{"keys": {}}'),
+    (200, b"[" * 100_000),
+    (200, b'{"keys": [1, "x", {"kty": "EC"}]}'),  # jose: malformed, the whole set
+    (200, b'{"keys": [[]]}'),
+    (500, b'{"keys": []}'),
+    (302, b""),
+]
+
+
+@pytest.mark.parametrize(("status", "body"), GARBAGE)
+def test_garbage_is_a_failed_fetch_and_the_last_good_set_stays(
+    server: KeySetServer, clock: FakeClock, status: int, body: bytes
+) -> None:
+    path = "/api/auth/.well-known/jwks.json"
+    server.json(path, public_jwks(ISSUER, "issuer-1"))
+    app = make_app(
+        server.url,
+        clock,
+        BACKSTAGE_AUTH_CACHE_SIZE=0,
+        BACKSTAGE_AUTH_JWKS_TIMEOUT=10,
+        BACKSTAGE_AUTH_JWKS_WAIT=10,
+    )
+    token = user_token(clock)
+    assert get(app, token).status_code == 200
+    server.routes[path] = lambda handler: handler.send(status, body, {"Location": "/elsewhere"})
+    forged = jwt.encode(
+        {"sub": "user:default/eve", "iat": int(clock()), "exp": int(clock()) + 600},
+        ATTACKER,
+        algorithm="ES256",
+        headers={"typ": "vnd.backstage.user", "kid": "attacker"},
+    )
+    assert get(app, forged).status_code == 401  # a forced reload, which fails
+    assert server.count(path) == 2
+    assert get(app, token).status_code == 200  # the set fetched before still verifies
+    with pytest.raises(JwksUnavailable):
+        JwksFetcher().fetch(f"{server.url}{path}")
+
+
+def test_a_set_of_unusable_keys_replaces_the_set(server: KeySetServer, clock: FakeClock) -> None:
+    """Well-formed, but no key we can use (as jose, they are skipped): the
+    issuer says these are its keys, so the old ones no longer verify."""
+    path = "/api/auth/.well-known/jwks.json"
+    server.json(path, public_jwks(ISSUER, "issuer-1"))
+    app = make_app(server.url, clock, BACKSTAGE_AUTH_CACHE_SIZE=0)
+    token = user_token(clock)
+    assert get(app, token).status_code == 200
+    oct_key = {"kty": "oct", "k": "c2VjcmV0c2VjcmV0c2VjcmV0", "alg": "HS256", "kid": "issuer-1"}
+    server.json(path, {"keys": [{"kty": "EC"}, oct_key]})
+    clock.now += 601
+    token = user_token(clock)
+    assert get(app, token).status_code == 200  # a known kid: refreshed in the background
+    state = BackstageAuth.state(app)
+    assert eventually(lambda: server.count(path) == 2 and state.user_tokens.key_set._flight is None)
+    assert get(app, token).status_code == 401
+
+
 def test_a_huge_key_set_is_refused(server: KeySetServer) -> None:
     fetcher = JwksFetcher(timeout=5, max_bytes=64 * 1024)
     server.routes["/announced.json"] = flood(announce=True)

@@ -1,8 +1,9 @@
 """Importing the package, and an app without a database, stay lean.
 
-The database stack (SQLAlchemy, Flask-SQLAlchemy, Alembic) and ``requests``
-are imported only by the features that use them: a configured database, a
-key-set fetch, an outgoing session. Each check runs in a fresh interpreter.
+The database stack (SQLAlchemy, Flask-SQLAlchemy, Alembic), ``requests`` and
+``limits``/``redis`` are imported only by the features that use them: a
+configured database, a key-set fetch, an outgoing session, a shared
+rate-limit store (tests/test_shared_limits.py). Each check runs in a fresh interpreter.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import textwrap
 
 import pytest
 
-HEAVY = ("sqlalchemy", "flask_sqlalchemy", "alembic", "requests", "urllib3")
+HEAVY = ("sqlalchemy", "flask_sqlalchemy", "alembic", "requests", "urllib3", "limits", "redis")
 #: Modules ``import flask_backstage_auth`` may add to those of ``import flask``
 #: (about 140 today: ours, PyJWT, cryptography, PyYAML; 450 with the database stack).
 MAX_NEW_MODULES = 200

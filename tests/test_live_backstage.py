@@ -28,7 +28,7 @@ import requests
 from flask import Blueprint, Flask, jsonify, request
 from flask.typing import ResponseReturnValue
 
-from flask_backstage_auth import BackstageAuth, ConfigError, get_credentials
+from flask_backstage_auth import BackstageAuth, get_credentials
 from flask_backstage_auth.client import plugin_session
 from flask_backstage_auth.errors import InputError, NotFoundError
 from flask_backstage_auth.permissions import create_permission
@@ -47,9 +47,6 @@ pytestmark = pytest.mark.skipif(
     or shutil.which("npm") is None,
     reason="live Backstage: set FLASK_BACKSTAGE_AUTH_LIVE_BACKSTAGE=1, with node and npm",
 )
-
-PERMISSIONS_PENDING = "permissions asked of the permission backend (branch permissions)"
-ROTATION_PENDING = "new keys of a restarted backend accepted at once (branch rotation)"
 
 
 class NodeBackend:
@@ -234,7 +231,6 @@ class Live(t.NamedTuple):
     node: NodeBackend
     flask: LiveServer
     app: Flask
-    remote_permissions: bool
 
 
 def _example_app(flask_url: str, node_url: str, database: Path, permissions: bool) -> Flask:
@@ -244,7 +240,7 @@ def _example_app(flask_url: str, node_url: str, database: Path, permissions: boo
         {
             "TESTING": True,
             # The default, stated: the rotation proof must hold with it (an
-            # unknown kid refetches a key set at most once per cooldown).
+            # unknown kid forces a refetch at once, within a bounded budget).
             "BACKSTAGE_AUTH_JWKS_COOLDOWN": 30,
             "SQLALCHEMY_DATABASE_URI": f"sqlite:///{database}",
             "BACKSTAGE_CONFIG": {
@@ -283,19 +279,13 @@ def live_pair(folder: Path) -> t.Iterator[Live]:
     """The example app and a Backstage backend of its own, each pointing at the other."""
     flask = LiveServer(None)
     node = NodeBackend(free_port(), flask.url, folder / "backstage.log")
-    try:
-        app = _example_app(flask.url, node.url, folder / "example.sqlite", permissions=True)
-        remote_permissions = True
-    except ConfigError:
-        # Without branch permissions, permission.enabled needs a local policy:
-        # the other proofs still run, the permission ones fail (xfail).
-        app = _example_app(flask.url, node.url, folder / "example.sqlite", permissions=False)
-        remote_permissions = False
+    # The deployment's permission backend decides (no local policy).
+    app = _example_app(flask.url, node.url, folder / "example.sqlite", permissions=True)
     flask.server.app = app
     with flask:
         node.start()
         try:
-            yield Live(node, flask, app, remote_permissions)
+            yield Live(node, flask, app)
         finally:
             node.stop()
 
@@ -354,9 +344,7 @@ def test_flask_reads_the_users_ownership_from_the_node_auth_backend(live: Live) 
     }
 
 
-@pytest.mark.xfail(strict=False, reason=PERMISSIONS_PENDING)
 def test_the_org_policy_denies_in_a_flask_view(live: Live) -> None:
-    assert live.remote_permissions, PERMISSIONS_PENDING
     token = live.node.guest_token()
     allowed = _get(f"{live.flask.url}/api/livecheck/open", token)
     assert allowed.status_code == 200, allowed.text
@@ -368,9 +356,7 @@ def test_the_org_policy_denies_in_a_flask_view(live: Live) -> None:
     }
 
 
-@pytest.mark.xfail(strict=False, reason=PERMISSIONS_PENDING)
 def test_a_conditional_decision_is_applied_to_flask_resources(live: Live) -> None:
-    assert live.remote_permissions, PERMISSIONS_PENDING
     token = live.node.guest_token()
     # The policy: tagged public, or owned by one of the user's ownership refs.
     status = {
@@ -532,7 +518,6 @@ def test_a_node_plugin_calls_flask(live: Live) -> None:
     }
 
 
-@pytest.mark.xfail(strict=False, reason=ROTATION_PENDING)
 def test_a_restarted_backends_new_keys_are_accepted_at_once(
     installed: None, tmp_path: Path
 ) -> None:

@@ -31,11 +31,11 @@ from flask_backstage_auth.access_tokens.guard import require_change_credentials
 from flask_backstage_auth.access_tokens.ratelimit import (
     LEAK_REPORT_CLIENTS,
     LEAK_REPORTS_PER_MINUTE,
-    RateLimit,
     TooManyRequestsError,
     client_key,
 )
 from flask_backstage_auth.access_tokens.service import Caller, TokenService
+from flask_backstage_auth.access_tokens.shared_limits import SharedRateLimit
 from flask_backstage_auth.access_tokens.state import PLUGIN_ID, AccessTokensState
 from flask_backstage_auth.access_tokens.store import AuditEvent, Status, TokenRecord
 from flask_backstage_auth.access_tokens.validation import (
@@ -374,7 +374,13 @@ def create_blueprint(state: AccessTokensState) -> Blueprint:
     """
     mount = f"{state.auth_state.settings.plugin_prefix}/{PLUGIN_ID}"
     bp = Blueprint(PLUGIN_ID, __name__, url_prefix=mount)
-    leak_reports = RateLimit(LEAK_REPORTS_PER_MINUTE, per=60, max_keys=LEAK_REPORT_CLIENTS)
+    leak_reports = SharedRateLimit(
+        "leak-report",
+        LEAK_REPORTS_PER_MINUTE,
+        per=60,
+        store=state.limit_store,
+        max_keys=LEAK_REPORT_CLIENTS,
+    )
     document = openapi_document(mount)
     service = state.service
 

@@ -9,10 +9,16 @@ long a token revoked on another instance may still pass; the revoking
 instance drops it at once.
 
 A use is noted (``last_used_at``, at most once per token per
-``last_used_interval``) and so are the use events (``old_secret_used``, once
-per rotation; ``failed_use``, at most once per token per interval), through a
+``last_used_interval``) through a
 :class:`~flask_backstage_auth.access_tokens.usage.UsageRecorder`: the request
-does not wait for those writes, and their failure never fails it.
+does not wait for that write, and its failure never fails it. The use events
+are the auditor's (:mod:`~flask_backstage_auth.access_tokens.audit`), which
+feed the audit table through the same recorder: ``access-token-first-use``
+(the token had never been used), ``access-token-old-secret-use`` (once per
+rotation) and ``access-token-failed-use`` (at most once per token per interval).
+These throttles count in each process; with a shared store
+(:mod:`~flask_backstage_auth.access_tokens.shared_limits`) they also hold
+across instances: a process that would write asks the store first.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import threading
 
 from flask import has_request_context, request
 
+from flask_backstage_auth.access_tokens import audit as events
 from flask_backstage_auth.access_tokens.format import (
     DISPLAY_PREFIX_LENGTH,
     hash_token,
@@ -28,12 +35,15 @@ from flask_backstage_auth.access_tokens.format import (
     parse,
 )
 from flask_backstage_auth.access_tokens.scopes import ScopeCatalogue
+from flask_backstage_auth.access_tokens.settings import DAY
+from flask_backstage_auth.access_tokens.shared_limits import Counter, LimitStore
 from flask_backstage_auth.access_tokens.store import (
     SqlAccessTokenStore,
     TokenRecord,
     service_subject,
 )
 from flask_backstage_auth.access_tokens.usage import UsageRecorder
+from flask_backstage_auth.audit.service import CURRENT_REQUEST, AuditorService
 from flask_backstage_auth.auth.service import VerifiedToken
 from flask_backstage_auth.clock import Clock
 from flask_backstage_auth.credentials import ServicePrincipal, UserPrincipal
@@ -43,8 +53,12 @@ from flask_backstage_auth.errors import AuthenticationError
 class AccessTokenAuthenticator:
     """Verifies raw access tokens against the store.
 
-    :param usage: where uses and use events are noted (default: written at
-        once, in the request).
+    :param usage: where uses are noted (default: written at once, in the request).
+    :param auditor: the ``access-tokens`` plugin's auditor, for the use events.
+    :param limit_store: where the throttles are shared with the other
+        instances (default: none, each process on its own).
+    :param once_window: how long a once-per-rotation event is remembered in
+        the store (the longest rotation grace).
     """
 
     def __init__(
@@ -57,8 +71,12 @@ class AccessTokenAuthenticator:
         last_used_interval: float = 300,
         personal_enabled: bool = True,
         usage: UsageRecorder | None = None,
+        auditor: AuditorService | None = None,
+        limit_store: LimitStore | None = None,
+        once_window: float = DAY,
     ) -> None:
         self.store = store
+        self.auditor = auditor
         self.usage = usage if usage is not None else UsageRecorder(store, mode="inline")
         self.catalogue = catalogue
         self._clock = clock
@@ -69,6 +87,14 @@ class AccessTokenAuthenticator:
         # token id -> when we last wrote last_used_at / a failed-use event
         self._last_written: dict[str, float] = {}
         self._last_failure: dict[str, float] = {}
+        self._shared_uses: Counter | None = None
+        self._shared_failures: Counter | None = None
+        self._shared_once: Counter | None = None
+        if limit_store is not None:
+            interval = last_used_interval
+            self._shared_uses = limit_store.counter("last-used", 1, interval, window="fixed")
+            self._shared_failures = limit_store.counter("failed-use", 1, interval, window="fixed")
+            self._shared_once = limit_store.counter("once", 1, once_window, window="fixed")
 
     def __call__(self, token: str) -> VerifiedToken | None:
         if not looks_like_access_token(token):
@@ -93,7 +119,7 @@ class AccessTokenAuthenticator:
             if not match.works(now):
                 self._failed_use(record, "rotated secret", now)
                 raise AuthenticationError("Access token was rotated")
-            self._once(record, "old_secret_used", now)
+            self._once(record, events.OLD_SECRET_USE, now)
         self._record_use(record, now)
         restrictions = self.catalogue.restrictions(record.scopes)
         principal: ServicePrincipal | UserPrincipal
@@ -121,15 +147,53 @@ class AccessTokenAuthenticator:
             if last is not None and now - last < self.last_used_interval:
                 return
             self._last_written[record.id] = now
+        if not _shared_allows(self._shared_uses, record.id):
+            return  # another instance wrote it within the interval
+        if last is None and record.last_used_at is None:
+            self._event(events.FIRST_USE, record, principal=True)
         self.usage.record_use(record.id, now=now, ip=self._client_ip())
 
-    def _once(self, record: TokenRecord, event: str, now: float) -> None:
-        key = f"{record.id}:{event}:{record.rotated_at}"
+    def _event(
+        self,
+        event_id: str,
+        record: TokenRecord,
+        *,
+        principal: bool = False,
+        failure: str | None = None,
+    ) -> None:
+        """Audit a use of ``record`` (as the token's principal, when it authenticated)."""
+        if self.auditor is None:
+            return
+        actor = None
+        if principal:
+            actor = service_subject(record) if record.kind == "service" else record.owner_ref
+        event = self.auditor.create_event(
+            event_id,
+            severity="medium",
+            meta={
+                "kind": record.kind,
+                "tokenId": record.id,
+                "tokenPrefix": record.token_prefix,
+                "tokenVersion": record.version,  # the change this use saw
+                **({"reason": failure} if failure is not None else {}),
+            },
+            request=CURRENT_REQUEST,
+            actor_id=actor,
+        )
+        if failure is None:
+            event.success()
+        else:
+            event.fail(AuthenticationError(f"Access token refused: {failure}"))
+
+    def _once(self, record: TokenRecord, event_id: str, now: float) -> None:
+        key = f"{record.id}:{event_id}:{record.rotated_at}"
         with self._lock:
             if key in self._last_failure:
                 return
             self._last_failure[key] = now
-        self.usage.add_event(record.id, event, {"ip": self._client_ip()}, now=now)
+        if not _shared_allows(self._shared_once, key):
+            return
+        self._event(event_id, record, principal=True)
 
     def _failed_use(self, record: TokenRecord, reason: str, now: float) -> None:
         # At most one failed-use event per token per interval: no write amplification.
@@ -138,5 +202,11 @@ class AccessTokenAuthenticator:
             if last is not None and now - last < self.last_used_interval:
                 return
             self._last_failure[record.id] = now
-        metadata = {"reason": reason, "ip": self._client_ip()}
-        self.usage.add_event(record.id, "failed_use", metadata, now=now)
+        if not _shared_allows(self._shared_failures, record.id):
+            return
+        self._event(events.FAILED_USE, record, failure=reason)
+
+
+def _shared_allows(counter: Counter | None, key: str) -> bool:
+    # No store, or one that does not answer: this process's throttle decided.
+    return counter is None or counter(key) is not False

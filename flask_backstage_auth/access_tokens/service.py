@@ -11,6 +11,11 @@ and takes leak reports. Every call names its :data:`Actor`:
 * an :class:`Operator`: whoever runs the command line. They hold the
   database, so no permission is checked; changes are audited with their name.
 
+Every change is an event of the ``auditor`` service
+(:mod:`~flask_backstage_auth.access_tokens.audit`): ``initiated``, then
+``succeeded`` or ``failed`` (a refusal included), with the token's id, never
+its secret. The audit table is written from those events.
+
 Concurrent changes lose nothing. A rotation or a ``PATCH`` is decided on
 the record read, then written only if the row is still at that version
 (a compare-and-swap in the store); when another change came first, it is
@@ -31,8 +36,10 @@ lifetimes, grace) are made here. No Flask here: HTTP lives in
 from __future__ import annotations
 
 import typing as t
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 
+from flask_backstage_auth.access_tokens import audit as events
 from flask_backstage_auth.access_tokens.format import (
     DISPLAY_PREFIX_LENGTH,
     TokenKind,
@@ -65,6 +72,12 @@ from flask_backstage_auth.access_tokens.validation import (
     integer,
     resolve_expiry,
     shown,
+)
+from flask_backstage_auth.audit.service import (
+    CURRENT_REQUEST,
+    AuditorEvent,
+    AuditorService,
+    Severity,
 )
 from flask_backstage_auth.clock import Clock
 from flask_backstage_auth.credentials import Credentials, ServicePrincipal, UserPrincipal
@@ -127,6 +140,17 @@ class TokenPage:
     now: float
 
 
+@dataclass
+class Outcome:
+    """What a change adds to its event's ``meta`` when it succeeds."""
+
+    meta: dict[str, t.Any] = field(default_factory=dict)
+
+    def record(self, record: TokenRecord, **more: t.Any) -> None:
+        # tokenVersion: the row's seq in the audit table (commit order).
+        self.meta.update(tokenId=record.id, tokenVersion=record.version, **more)
+
+
 @dataclass(frozen=True)
 class Issued:
     """A created or rotated token, and its secret: shown once, never stored."""
@@ -144,6 +168,8 @@ class TokenService:
     :param usage: the recorder of token uses; reads first wait (at most
         :data:`READ_WAIT` seconds) for this instance's uses to be written, so
         that ``lastUsedAt`` shows them.
+    :param auditor: the ``access-tokens`` plugin's auditor (``None``: no
+        audit events, nor audit table rows).
     """
 
     def __init__(
@@ -156,6 +182,7 @@ class TokenService:
         clock: Clock,
         forget: t.Callable[[str], None],
         usage: UsageRecorder | None = None,
+        auditor: AuditorService | None = None,
     ) -> None:
         self.store = store
         self.catalogue = catalogue
@@ -164,6 +191,7 @@ class TokenService:
         self.clock = clock
         self._forget = forget
         self._usage = usage
+        self._auditor = auditor
 
     # -- limits ------------------------------------------------------------
 
@@ -224,6 +252,47 @@ class TokenService:
         if record is None or (owner is not None and record.owner_ref != owner):
             raise NotFoundError(f"No {kind} token with id '{token_id}'")
         return record
+
+    def _event(
+        self,
+        event_id: str,
+        actor: Actor | None,
+        *,
+        severity: Severity = "high",
+        meta: t.Mapping[str, t.Any],
+    ) -> AuditorEvent | None:
+        """Log an event ``initiated``, as the actor's (``None``: a leak report)."""
+        if self._auditor is None:
+            return None
+        return self._auditor.create_event(
+            event_id,
+            severity=severity,
+            meta=meta,
+            request=CURRENT_REQUEST,
+            credentials=actor.credentials if isinstance(actor, Caller) else None,
+            actor_id=LEAK_ACTOR if actor is None else actor.name,
+        )
+
+    @contextmanager
+    def _audited(
+        self,
+        event_id: str,
+        actor: Actor | None,
+        *,
+        severity: Severity = "high",
+        meta: t.Mapping[str, t.Any],
+    ) -> t.Iterator[Outcome]:
+        """The block is the change: its event fails with the block's error, or succeeds."""
+        event = self._event(event_id, actor, severity=severity, meta=meta)
+        outcome = Outcome()
+        try:
+            yield outcome
+        except Exception as exc:
+            if event is not None:
+                event.fail(exc)
+            raise
+        if event is not None:
+            event.success(meta=outcome.meta)
 
     def _settle_usage(self) -> None:
         if self._usage is not None:
@@ -326,30 +395,39 @@ class TokenService:
         :raises ConflictError: the owner has a usable token of that name, or
             the user has ``maxTokensPerUser`` usable personal tokens.
         """
-        created_by = self._changer(actor, creating=True)
-        self._require(actor, _WRITE[kind], owner_ref)
-        now = self.now()
-        limit = self.settings.personal_max_per_user if kind == "personal" else None
-        new = generate_token(kind)
-        try:
-            record = self.store.create(
-                kind=kind,
-                name=name,
-                description=description,
-                digest=new.digest,
-                token_prefix=new.display_prefix,
-                owner_ref=owner_ref,
-                scopes=scopes,
-                created_by=created_by,
-                expires_at=expires_at,
-                now=now,
-                max_usable=limit,  # counted in the insert's transaction, under the owner's lock
-            )
-        except LimitReached as exc:
-            raise ConflictError(
-                f"You already have {exc.limit} usable personal access tokens"
-            ) from None
-        return Issued(record, new.value, now)
+        meta = {
+            "kind": kind,
+            "name": name,
+            "ownerRef": owner_ref,
+            "scopes": list(scopes),
+            "expiresAt": expires_at,
+        }
+        with self._audited(events.CREATE, actor, meta=meta) as audit:
+            created_by = self._changer(actor, creating=True)
+            self._require(actor, _WRITE[kind], owner_ref)
+            now = self.now()
+            limit = self.settings.personal_max_per_user if kind == "personal" else None
+            new = generate_token(kind)
+            try:
+                record = self.store.create(
+                    kind=kind,
+                    name=name,
+                    description=description,
+                    digest=new.digest,
+                    token_prefix=new.display_prefix,
+                    owner_ref=owner_ref,
+                    scopes=scopes,
+                    created_by=created_by,
+                    expires_at=expires_at,
+                    now=now,
+                    max_usable=limit,  # counted in the insert's transaction, under the owner's lock
+                )
+            except LimitReached as exc:
+                raise ConflictError(
+                    f"You already have {exc.limit} usable personal access tokens"
+                ) from None
+            audit.record(record, tokenPrefix=record.token_prefix)
+            return Issued(record, new.value, now)
 
     def prune_audit(self) -> int:
         """Delete audit events past ``auditRetentionDays``; their count."""
@@ -373,40 +451,43 @@ class TokenService:
         :raises ConflictError: it is revoked or expired, or another request
             rotated it since it was read.
         """
-        rotated_by = self._changer(actor, rotating=True)
-        integer(grace_seconds, "graceSeconds", 0, self.max_grace)
-        record = self._load(kind, token_id, owner)
-        self._require(actor, _WRITE[kind], record.owner_ref)
-        new = generate_token(kind)
-        for _ in range(ATTEMPTS):
-            now = self.now()
-            grace_until = min(now + grace_seconds, record.expires_at) if grace_seconds else None
-            try:
-                rotated = self.store.rotate(
-                    record.id,
-                    kind,
-                    digest=new.digest,
-                    token_prefix=new.display_prefix,
-                    expires_at=expires_at,
-                    grace_until=grace_until,
-                    actor=rotated_by,
-                    now=now,
-                    expected_version=record.version,
-                )
-            except ChangedConcurrently as exc:
-                current = exc.current
-                if (current.token_prefix, current.rotated_at) != (
-                    record.token_prefix,
-                    record.rotated_at,
-                ):
-                    raise ConflictError(
-                        f"Token '{record.id}' was rotated by another request meanwhile"
-                    ) from None
-                record = current  # another change (a PATCH): rotate the token as it is now
-                continue
-            self._forget(record.id)
-            return Issued(rotated, new.value, now)
-        raise ConflictError(f"Token '{record.id}' keeps changing; try again")
+        meta = {"kind": kind, "tokenId": token_id[:36], "expiresAt": expires_at}
+        with self._audited(events.ROTATE, actor, meta=meta) as audit:
+            self._changer(actor, rotating=True)
+            integer(grace_seconds, "graceSeconds", 0, self.max_grace)
+            record = self._load(kind, token_id, owner)
+            self._require(actor, _WRITE[kind], record.owner_ref)
+            new = generate_token(kind)
+            for _ in range(ATTEMPTS):
+                now = self.now()
+                grace_until = min(now + grace_seconds, record.expires_at) if grace_seconds else None
+                try:
+                    rotated = self.store.rotate(
+                        record.id,
+                        kind,
+                        digest=new.digest,
+                        token_prefix=new.display_prefix,
+                        expires_at=expires_at,
+                        grace_until=grace_until,
+                        now=now,
+                        expected_version=record.version,
+                    )
+                except ChangedConcurrently as exc:
+                    current = exc.current
+                    if (current.token_prefix, current.rotated_at) != (
+                        record.token_prefix,
+                        record.rotated_at,
+                    ):
+                        raise ConflictError(
+                            f"Token '{record.id}' was rotated by another request meanwhile"
+                        ) from None
+                    record = current  # another change (a PATCH): rotate the token as it is now
+                    continue
+                self._forget(record.id)
+                kept = rotated.previous_expires_at
+                audit.record(rotated, graceUntil=kept, tokenPrefix=rotated.token_prefix)
+                return Issued(rotated, new.value, now)
+            raise ConflictError(f"Token '{record.id}' keeps changing; try again")
 
     def revoke(
         self,
@@ -422,14 +503,17 @@ class TokenService:
         :raises NotFoundError: no such token.
         :raises ConflictError: already revoked.
         """
-        revoked_by = self._changer(actor)
-        record = self._load(kind, token_id, owner)
-        self._require(actor, _REVOKE[kind], record.owner_ref)
-        revoked = self.store.revoke(
-            record.id, kind, actor=revoked_by, reason=reason, now=self.now()
-        )
-        self._forget(record.id)
-        return revoked
+        meta = {"kind": kind, "tokenId": token_id[:36], "reason": reason}
+        with self._audited(events.REVOKE, actor, meta=meta) as audit:
+            revoked_by = self._changer(actor)
+            record = self._load(kind, token_id, owner)
+            self._require(actor, _REVOKE[kind], record.owner_ref)
+            revoked = self.store.revoke(
+                record.id, kind, actor=revoked_by, reason=reason, now=self.now()
+            )
+            self._forget(record.id)
+            audit.record(revoked)
+            return revoked
 
     def update(
         self,
@@ -448,43 +532,51 @@ class TokenService:
         :raises ConflictError: the token is revoked, the name is taken, or
             another request removed one of ``scopes`` since it was read.
         """
-        updated_by = self._changer(actor)
-        if name is None and description is None and scopes is None:
-            raise InputError("Nothing to update: give name, description or scopes")
-        record = first = self._load(kind, token_id, owner)
-        self._require(actor, _WRITE[kind], record.owner_ref)
-        for _ in range(ATTEMPTS):
-            if scopes is not None:
-                added = [s for s in scopes if s not in record.scopes]
-                if added and record is first:
-                    raise InputError(f"scopes may only be narrowed; not held: {shown(added)}")
-                if added:  # held when the request came, removed by another since
-                    raise ConflictError(
-                        f"Token '{record.id}' was changed by another request meanwhile;"
-                        f" no longer held: {shown(added)}"
+        changes: dict[str, t.Any] = {}
+        if name is not None:
+            changes["name"] = name
+        if description is not None:
+            changes["description"] = True  # that it changed; the text is in the token
+        if scopes is not None:
+            changes["scopes"] = list(scopes)
+        meta = {"kind": kind, "tokenId": token_id[:36], **changes}
+        with self._audited(events.UPDATE, actor, severity="medium", meta=meta) as audit:
+            self._changer(actor)
+            if name is None and description is None and scopes is None:
+                raise InputError("Nothing to update: give name, description or scopes")
+            record = first = self._load(kind, token_id, owner)
+            self._require(actor, _WRITE[kind], record.owner_ref)
+            for _ in range(ATTEMPTS):
+                if scopes is not None:
+                    added = [s for s in scopes if s not in record.scopes]
+                    if added and record is first:
+                        raise InputError(f"scopes may only be narrowed; not held: {shown(added)}")
+                    if added:  # held when the request came, removed by another since
+                        raise ConflictError(
+                            f"Token '{record.id}' was changed by another request meanwhile;"
+                            f" no longer held: {shown(added)}"
+                        )
+                if record.revoked_at is not None:
+                    raise ConflictError(f"Token '{record.id}' is revoked")
+                try:
+                    updated = self.store.update(
+                        record.id,
+                        kind,
+                        description=description,
+                        scopes=scopes,
+                        name=name,
+                        expected_version=record.version,
                     )
-            if record.revoked_at is not None:
-                raise ConflictError(f"Token '{record.id}' is revoked")
-            try:
-                updated = self.store.update(
-                    record.id,
-                    kind,
-                    description=description,
-                    scopes=scopes,
-                    actor=updated_by,
-                    now=self.now(),
-                    name=name,
-                    expected_version=record.version,
-                )
-            except ChangedConcurrently as exc:
-                record = exc.current
-                continue
-            if scopes is not None or name is not None:
-                # Cached verifications carry the old restrictions (and a service
-                # token's old name, in its subject).
-                self._forget(record.id)
-            return updated
-        raise ConflictError(f"Token '{record.id}' keeps changing; try again")
+                except ChangedConcurrently as exc:
+                    record = exc.current
+                    continue
+                if scopes is not None or name is not None:
+                    # Cached verifications carry the old restrictions (and a service
+                    # token's old name, in its subject).
+                    self._forget(record.id)
+                audit.record(updated)
+                return updated
+            raise ConflictError(f"Token '{record.id}' keeps changing; try again")
 
     def report_leaked(self, values: t.Iterable[str]) -> int:
         """Revoke every token among ``values`` that still works; how many were.
@@ -493,20 +585,34 @@ class TokenService:
         that is not one of ours (or fails its checksum) costs no query.
         """
         now = self.now()
-        revoked: set[str] = set()
-        for value in dict.fromkeys(values):
-            if parse(value) is None:
-                continue
-            match, _ = self.store.find_by_digest(hash_token(value), value[:DISPLAY_PREFIX_LENGTH])
-            if match is None or match.record.id in revoked or not match.works(now):
-                continue  # unknown, counted already, or a rotated-out secret that no longer works
-            record = match.record
-            try:
-                self.store.revoke(
+        unique = list(dict.fromkeys(values))
+        revoked: list[str] = []
+        with self._audited(
+            events.LEAK_REPORT, None, severity="critical", meta={"reported": len(unique)}
+        ) as audit:
+            audit.meta["revoked"] = revoked  # filled as it goes: a failure shows how far
+            for value in unique:
+                if parse(value) is None:
+                    continue
+                match, _ = self.store.find_by_digest(
+                    hash_token(value), value[:DISPLAY_PREFIX_LENGTH]
+                )
+                if match is None or match.record.id in revoked or not match.works(now):
+                    continue  # unknown, counted already, or a rotated-out secret no longer working
+                if self._revoke_leaked(match.record, now):
+                    revoked.append(match.record.id)
+            return len(revoked)
+
+    def _revoke_leaked(self, record: TokenRecord, now: float) -> bool:
+        """Revoke a reported token, as its own ``access-token-revoke`` event."""
+        meta = {"kind": record.kind, "tokenId": record.id, "reason": LEAK_REASON}
+        try:
+            with self._audited(events.REVOKE, None, meta=meta) as audit:
+                revoked = self.store.revoke(
                     record.id, record.kind, actor=LEAK_ACTOR, reason=LEAK_REASON, now=now
                 )
-            except (ConflictError, NotFoundError):
-                continue
-            self._forget(record.id)
-            revoked.add(record.id)
-        return len(revoked)
+                audit.record(revoked)
+        except (ConflictError, NotFoundError):
+            return False  # revoked meanwhile: its event says so
+        self._forget(record.id)
+        return True

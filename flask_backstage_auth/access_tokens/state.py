@@ -10,11 +10,13 @@ import typing as t
 
 from flask import Flask, current_app
 
+from flask_backstage_auth.access_tokens.audit import AuditTable
 from flask_backstage_auth.access_tokens.authenticator import AccessTokenAuthenticator
 from flask_backstage_auth.access_tokens.ratelimit import ClientAddress, remote_addr
 from flask_backstage_auth.access_tokens.scopes import ScopeCatalogue
 from flask_backstage_auth.access_tokens.service import TokenService
 from flask_backstage_auth.access_tokens.settings import AccessTokenSettings
+from flask_backstage_auth.access_tokens.shared_limits import LimitStore
 from flask_backstage_auth.access_tokens.store import SqlAccessTokenStore
 from flask_backstage_auth.access_tokens.usage import Mode, UsageRecorder, WriteContext
 
@@ -53,8 +55,14 @@ class AccessTokensState:
         self.clock = auth_state.clock
         #: Where a leak report's client address comes from (the rate limit's key).
         self.client_address = client_address
+        #: Where the limits are shared across instances (``backend.rateLimit.store``;
+        #: ``None``: each process counts on its own).
+        self.limit_store = LimitStore.from_config(auth_state.config)
         #: Token uses and use events, written off the request's path.
         self.usage = UsageRecorder(store, mode=usage_mode, context=usage_context)
+        #: The plugin's auditor; its events feed the audit table.
+        self.auditor = auth_state.auditor.for_plugin(PLUGIN_ID)
+        auth_state.auditor.add_sink(AuditTable(self.usage))
         self.authenticator = AccessTokenAuthenticator(
             store,
             catalogue,
@@ -63,6 +71,9 @@ class AccessTokensState:
             last_used_interval=settings.last_used_interval,
             personal_enabled=settings.personal_enabled,
             usage=self.usage,
+            auditor=self.auditor,
+            limit_store=self.limit_store,
+            once_window=settings.max_rotation_grace,
         )
         #: Every operation on tokens, for the API, the admin pages and the CLI.
         self.service = TokenService(
@@ -73,6 +84,7 @@ class AccessTokensState:
             clock=auth_state.clock,
             forget=self.forget,
             usage=self.usage,
+            auditor=self.auditor,
         )
 
     def forget(self, token_id: str) -> None:

@@ -13,9 +13,11 @@ Concurrent changes lose nothing:
   current record when another change came first;
 * a create under a cap locks the owner's row (an ``UPDATE`` of
   ``backstage_auth_access_token_owners``) and counts inside that transaction;
-* an event is written in its change's transaction after the row's update, with
-  ``seq``, the token's version then: a token's events sort by ``seq``, so in
-  the order their changes committed, then by time.
+* an event carries ``seq``, the token's version its change made, or the
+  version a use saw (the audit event says it, see
+  :mod:`~flask_backstage_auth.access_tokens.audit`; without one, the
+  version when it is written): a token's events sort by ``seq``, so in the
+  order their changes committed, then by time.
 
 Both work on SQLite (whose writes are serialised) and PostgreSQL, where a
 write waits at most :data:`LOCK_TIMEOUT` seconds for a row lock (then a 503).
@@ -135,7 +137,7 @@ class AuditEvent:
     actor: str | None
     metadata: dict[str, t.Any] = field(default_factory=dict)
     occurred_at: float = 0.0
-    #: The token's version when the event was written (see the module's doc).
+    #: The token's version the event's change made or its use saw (see the module's doc).
     seq: int = 0
 
 
@@ -165,9 +167,14 @@ def new_event(
     actor: str | None,
     metadata: t.Mapping[str, t.Any] | None = None,
     now: float,
+    seq: int = 0,
 ) -> AuditEvent:
-    """An event to write later, with its id taken now: events sort in the order they happened."""
-    return AuditEvent(_event_id(now), token_id, event, actor, dict(metadata or {}), now)
+    """An event to write later, with its id taken now: events sort in the order they happened.
+
+    :param seq: the token's version the event's change made, or its use
+        saw; ``0``: the version when the event is written.
+    """
+    return AuditEvent(_event_id(now), token_id, event, actor, dict(metadata or {}), now, seq)
 
 
 @dataclass(frozen=True)
@@ -237,21 +244,6 @@ def _seq_of(token_id: t.Any) -> t.Any:
     return sa.func.coalesce(
         sa.select(TOKENS.c.version).where(TOKENS.c.id == token_id).scalar_subquery(), 0
     )
-
-
-def _changes(
-    name: str | None, description: str | None, scopes: t.Sequence[str] | None
-) -> dict[str, t.Any]:
-    """What an ``updated`` event records: the new name and scopes, and whether
-    the description changed."""
-    changes: dict[str, t.Any] = {}
-    if name is not None:
-        changes["name"] = name
-    if description is not None:
-        changes["description"] = True
-    if scopes is not None:
-        changes["scopes"] = list(scopes)
-    return changes
 
 
 class SqlAccessTokenStore:
@@ -391,14 +383,6 @@ class SqlAccessTokenStore:
                         expires_at=to_datetime(expires_at),
                     )
                 )
-                self._insert_event(
-                    connection,
-                    token_id,
-                    "created",
-                    created_by,
-                    {"scopes": list(scopes), "expiresAt": expires_at},
-                    now,
-                )
                 record = self._current(connection, token_id, kind)
         except sa.exc.IntegrityError:
             raise ConflictError(f"A token named '{name}' already exists for {owner_ref}") from None
@@ -408,7 +392,7 @@ class SqlAccessTokenStore:
     def revoke(
         self, token_id: str, kind: TokenKind, *, actor: str, reason: str | None, now: float
     ) -> TokenRecord:
-        """Revoke a token (and its rotated-out secret) with a ``revoked`` event.
+        """Revoke a token (and its rotated-out secret).
 
         :raises NotFoundError: no such token.
         :raises ConflictError: already revoked.
@@ -435,7 +419,6 @@ class SqlAccessTokenStore:
                 if exists is None:
                     raise NotFoundError(f"No {kind} token with id '{token_id}'")
                 raise ConflictError(f"Token '{token_id}' is already revoked")
-            self._insert_event(connection, token_id, "revoked", actor, {"reason": reason}, now)
             record = self._current(connection, token_id, kind)
         assert record is not None
         return record
@@ -449,7 +432,6 @@ class SqlAccessTokenStore:
         token_prefix: str,
         expires_at: float,
         grace_until: float | None,
-        actor: str,
         now: float,
         expected_version: int | None = None,
     ) -> TokenRecord:
@@ -497,14 +479,6 @@ class SqlAccessTokenStore:
                         f"Token '{token_id}' is {current.status(now)} and cannot be rotated"
                     )
                 raise ChangedConcurrently(current)
-            self._insert_event(
-                connection,
-                token_id,
-                "rotated",
-                actor,
-                {"graceUntil": grace_until if keep_old else None, "expiresAt": expires_at},
-                now,
-            )
             updated = self._current(connection, token_id, kind)
         assert updated is not None
         return updated
@@ -516,12 +490,10 @@ class SqlAccessTokenStore:
         *,
         description: str | None,
         scopes: t.Sequence[str] | None,
-        actor: str,
-        now: float,
         name: str | None = None,
         expected_version: int | None = None,
     ) -> TokenRecord:
-        """Rename, change the description, or narrow the scopes, with an ``updated`` event.
+        """Rename, change the description, or narrow the scopes.
 
         :param expected_version: the version the change was decided on (the
             scopes checked against).
@@ -553,9 +525,6 @@ class SqlAccessTokenStore:
                     if current.revoked_at is not None:
                         raise ConflictError(f"Token '{token_id}' is revoked")
                     raise ChangedConcurrently(current)
-                self._insert_event(
-                    connection, token_id, "updated", actor, _changes(name, description, scopes), now
-                )
                 record = self._current(connection, token_id, kind)
         except sa.exc.IntegrityError:
             raise ConflictError(f"A token named '{name}' already exists for its owner") from None
@@ -598,7 +567,9 @@ class SqlAccessTokenStore:
                         actor=sa.bindparam("event_actor"),
                         metadata=sa.bindparam("event_metadata"),
                         occurred_at=sa.bindparam("event_occurred_at"),
-                        seq=_seq_of(event_token),
+                        seq=sa.func.coalesce(
+                            sa.bindparam("event_seq", type_=sa.Integer), _seq_of(event_token)
+                        ),
                     ),
                     [
                         {
@@ -608,6 +579,7 @@ class SqlAccessTokenStore:
                             "event_actor": event.actor,
                             "event_metadata": json.dumps(event.metadata),
                             "event_occurred_at": to_datetime(event.occurred_at),
+                            "event_seq": event.seq or None,
                         }
                         for event in events
                     ],

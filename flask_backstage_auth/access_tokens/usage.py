@@ -1,4 +1,4 @@
-"""An access token's last use and use events, written off the request's path.
+"""An access token's last use and audit events, written off the request's path.
 
 A request that authenticates with an access token does not wait for the
 database to note that it did. :class:`UsageRecorder` queues the note (a
@@ -119,10 +119,27 @@ class UsageRecorder:
         self._note(TokenUse(token_id, now, ip), None)
 
     def add_event(
-        self, token_id: str, event: str, metadata: t.Mapping[str, t.Any], *, now: float
+        self,
+        token_id: str,
+        event: str,
+        metadata: t.Mapping[str, t.Any],
+        *,
+        now: float,
+        actor: str | None = None,
+        at_once: bool = False,
+        seq: int = 0,
     ) -> None:
-        """Note a use event of a token (no actor: the token's own use)."""
-        self._note(None, new_event(token_id, event, actor=None, metadata=metadata, now=now))
+        """Note an audit event of a token (``actor`` ``None``: the token's own use).
+
+        :param at_once: write it now, in this thread (a change); if that
+            fails, it is queued and retried like the others.
+        :param seq: the token's version the change made or the use saw
+            (``0``: the version when it is written).
+        """
+        note = new_event(token_id, event, actor=actor, metadata=metadata, now=now, seq=seq)
+        if at_once and not self._closed and self._write([], [note]) != "retry":
+            return
+        self._note(None, note)
 
     @property
     def pending(self) -> int:

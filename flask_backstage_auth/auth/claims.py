@@ -31,12 +31,14 @@ def check_times(
     max_lifetime: float | None = None,
     max_lifetime_leeway: float = 0,
     reject_future_iat: bool = False,
+    iat_leeway: float | None = None,
 ) -> None:
     """Check ``exp``, ``nbf`` and ``iat``.
 
     :param max_lifetime: when given, ``exp`` may be at most this many seconds
         (plus ``max_lifetime_leeway``) after ``now``.
-    :param reject_future_iat: refuse an ``iat`` after ``now + leeway``.
+    :param reject_future_iat: refuse an ``iat`` after ``now + iat_leeway``.
+    :param iat_leeway: seconds an ``iat`` may be ahead of ``now`` (default: ``leeway``).
     :raises InvalidClaims: with a message naming the claim.
     """
     exp = claims.get("exp")
@@ -62,5 +64,6 @@ def check_times(
         iat = claims.get("iat")
         if not is_numeric_date(iat):
             raise InvalidClaims('missing or invalid "iat" claim')
-        if reject_future_iat and t.cast(float, iat) > now + leeway:
+        ahead = leeway if iat_leeway is None else iat_leeway
+        if reject_future_iat and t.cast(float, iat) > now + ahead:
             raise InvalidClaims('"iat" claim is in the future')

@@ -1,9 +1,15 @@
 """Remote JSON Web Key Sets: fetched within bounds, cached, refreshed with restraint.
 
 Parsing is PyJWT's (:class:`jwt.PyJWKSet`). The cache keeps the last good set
-when a fetch fails, refetches on an unknown ``kid`` at most once per cooldown
-(so forged ``kid`` values cannot cause a fetch storm), and never uses a URL or
-key carried inside a token (``jku``, ``jwk``, ``x5u``, ``x5c`` are ignored).
+when a fetch fails, and never uses a URL or key carried inside a token
+(``jku``, ``jwk``, ``x5u``, ``x5c`` are ignored). An unknown ``kid`` refetches
+the set once the cooldown since the last fetch is over (jose's
+``cooldownDuration``); the key sets of user and plugin tokens also refetch
+within the cooldown, as Backstage's ``JwksClient`` does: a *forced reload*,
+of which each set has ten at once, refilled at ten a minute
+(``FORCED_RELOAD_LIMIT`` per ``FORCED_RELOAD_WINDOW``). So the first tokens
+of a rotated key verify at once, and forged ``kid`` values cost a bounded
+number of fetches. A token whose ``kid`` the set knows never waits for a fetch.
 
 Every fetch of an app goes through one :class:`JwksFetcher`: one HTTP
 session, a total deadline and a size cap. It runs on a thread of its own,
@@ -13,7 +19,6 @@ fetcher's ``wait``.
 
 from __future__ import annotations
 
-import http.cookiejar
 import json
 import logging
 import math
@@ -40,6 +45,9 @@ DEFAULT_TIMEOUT = 5.0
 DEFAULT_WAIT = 2.0
 DEFAULT_MAX_BYTES = 256 * 1024
 DEFAULT_FETCH_BUDGET = 5.0
+#: Forced reloads of one key set (Backstage's ``JwksClient``: 10 a minute).
+FORCED_RELOAD_LIMIT = 10
+FORCED_RELOAD_WINDOW = 60.0
 _CHUNK_SIZE = 16 * 1024
 
 
@@ -58,7 +66,7 @@ class JwksUnavailable(Exception):
 def parse_key_set(document: bytes) -> list[jwt.PyJWK]:
     """The usable asymmetric keys of a JWKS document; keys we cannot use are skipped.
 
-    :raises JwksUnavailable: not JSON, or no ``keys`` list.
+    :raises JwksUnavailable: not JSON, no ``keys`` list, or an entry that is not an object.
     """
     try:
         data = json.loads(document)
@@ -66,6 +74,8 @@ def parse_key_set(document: bytes) -> list[jwt.PyJWK]:
         raise JwksUnavailable("Invalid jwks.json response, not JSON") from exc
     if not isinstance(data, dict) or not isinstance(data.get("keys"), list):
         raise JwksUnavailable("Invalid jwks.json response, missing keys")
+    if not all(isinstance(entry, dict) for entry in data["keys"]):
+        raise JwksUnavailable("JSON Web Key Set malformed")  # jose's isJwkSet
     usable = []
     for entry in data["keys"]:
         try:
@@ -78,12 +88,11 @@ def parse_key_set(document: bytes) -> list[jwt.PyJWK]:
 
 
 def new_session() -> requests.Session:
-    """An HTTP session for key sets: it keeps no cookie, so none travels to another fetch."""
-    import requests  # at the first fetch, not when the package is imported
+    """An HTTP session for key sets: it keeps no cookie, so none travels to another
+    fetch, and each fetch over it can be ended at its deadline."""
+    from flask_backstage_auth.auth.fetch_deadline import deadline_session  # imports requests
 
-    session = requests.Session()
-    session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
-    return session
+    return deadline_session()
 
 
 class JwksFetcher:
@@ -133,10 +142,26 @@ class JwksFetcher:
         return parse_key_set(self._download(url))
 
     def _download(self, url: str) -> bytes:
+        import requests
+
+        from flask_backstage_auth.auth.fetch_deadline import deadline as watchdog
+
+        session = self.session
         deadline = self.monotonic() + self.timeout
+        # The watchdog ends the exchange at the deadline, even while a server
+        # trickles its headers (each read alone is bounded by the timeout only).
+        with watchdog(self.timeout) as watch:
+            try:
+                return self._exchange(session, url, deadline)
+            except (requests.RequestException, JwksUnavailable, OSError) as exc:
+                if watch.expired or self.monotonic() >= deadline:
+                    raise JwksUnavailable("Fetching jwks.json took too long") from exc
+                raise
+
+    def _exchange(self, session: requests.Session, url: str, deadline: float) -> bytes:
         # No redirects: keys come from the configured URL and nowhere else.
         # No decompression: the size cap is on what the server sends.
-        response = self.session.get(
+        response = session.get(
             url,
             timeout=(self.timeout, self.timeout),
             allow_redirects=False,
@@ -200,12 +225,18 @@ class FetchBudget:
     ``burst`` at once and ``burst`` running together.
 
     :param per_second: the rate; ``0`` allows no fetch at all.
+    :param burst: the most at once (default: ``per_second`` rounded up, at least 1).
     :param clock: the time source (the injected clock).
     """
 
-    def __init__(self, per_second: float, *, clock: Clock = system_clock) -> None:
+    def __init__(
+        self, per_second: float, *, burst: int | None = None, clock: Clock = system_clock
+    ) -> None:
         self.per_second = per_second
-        self.burst = max(1, math.ceil(per_second)) if per_second > 0 else 0
+        if per_second <= 0:
+            self.burst = 0
+        else:
+            self.burst = max(1, burst if burst is not None else math.ceil(per_second))
         self._clock = clock
         self._lock = threading.Lock()
         self._tokens = float(self.burst)
@@ -231,12 +262,21 @@ class FetchBudget:
             self._running = max(0, self._running - 1)
 
 
+def forced_reloads(clock: Clock = system_clock) -> FetchBudget:
+    """The forced reloads one key set may make: ``FORCED_RELOAD_LIMIT`` at once,
+    refilled at ``FORCED_RELOAD_LIMIT`` per ``FORCED_RELOAD_WINDOW``."""
+    return FetchBudget(
+        FORCED_RELOAD_LIMIT / FORCED_RELOAD_WINDOW, burst=FORCED_RELOAD_LIMIT, clock=clock
+    )
+
+
 class _Flight:
     """One fetch in progress: callers wait for ``done`` until ``wait_until`` at most."""
 
-    def __init__(self, wait_until: float) -> None:
+    def __init__(self, wait_until: float, forced: FetchBudget | None = None) -> None:
         self.done = threading.Event()
         self.wait_until = wait_until
+        self.forced = forced  # the forced-reload budget this fetch took from
 
 
 class JwksCache:
@@ -244,14 +284,19 @@ class JwksCache:
 
     A fetch runs on a thread of its own, one at a time; a caller that needs
     it waits at most the fetcher's ``wait`` from the fetch's start, and
-    otherwise uses the last good set. No lock is held during a fetch.
+    otherwise uses the last good set. No lock is held during a fetch, and a
+    caller whose ``kid`` the set has never waits for one.
 
     :param url: the http(s) URL of the key set.
     :param fetcher: fetches the set (default: :func:`default_fetcher`).
     :param cooldown: the least seconds between two fetches triggered by an
-        unknown ``kid``, or after a failed fetch.
-    :param max_age: seconds after which the set is fetched again.
+        unknown ``kid`` or by a failed fetch, except forced reloads.
+    :param max_age: seconds after which the set is fetched again (in the
+        background when the caller's key is in the set).
     :param budget: when given, every fetch must be allowed by it.
+    :param forced: the fetches an unknown ``kid`` may force during the
+        cooldown, as Backstage's ``JwksClient`` (see :func:`forced_reloads`);
+        ``None`` (jose's ``createRemoteJWKSet``): none.
     :param on_settled: called (on the fetching thread) after each fetch.
     """
 
@@ -264,6 +309,7 @@ class JwksCache:
         max_age: float = 600,
         clock: Clock = system_clock,
         budget: FetchBudget | None = None,
+        forced: FetchBudget | None = None,
         on_settled: t.Callable[[JwksCache], None] | None = None,
     ) -> None:
         self.url = url
@@ -272,6 +318,7 @@ class JwksCache:
         self._fetcher = fetcher or default_fetcher()
         self._clock = clock
         self._budget = budget
+        self._forced = forced
         self._on_settled = on_settled
         self._lock = threading.Lock()  # guards the fields below; never held while fetching
         self._keys: list[jwt.PyJWK] | None = None
@@ -290,12 +337,16 @@ class JwksCache:
         with self._lock:
             return self._start(self._clock()) is not None
 
-    def _start(self, now: float) -> _Flight | None:
+    def _start(self, now: float, forced: FetchBudget | None = None) -> _Flight | None:
         if self._flight is not None:
             return self._flight
-        if self._budget is not None and not self._budget.acquire():
+        if forced is not None and not forced.acquire():
             return None
-        flight = _Flight(self._fetcher.monotonic() + self._fetcher.wait)
+        if self._budget is not None and not self._budget.acquire():
+            if forced is not None:
+                forced.release()
+            return None
+        flight = _Flight(self._fetcher.monotonic() + self._fetcher.wait, forced)
         self._flight = flight
         self._attempted_at = now
         try:
@@ -304,12 +355,17 @@ class JwksCache:
             ).start()
         except RuntimeError:  # no thread to be had: this fetch failed
             self._flight = None
-            if self._budget is not None:
-                self._budget.release()
+            self._release(flight)
             flight.done.set()
             logger.warning("Could not start fetching the key set at %.200s", self.url)
             return None
         return flight
+
+    def _release(self, flight: _Flight) -> None:
+        if self._budget is not None:
+            self._budget.release()
+        if flight.forced is not None:
+            flight.forced.release()
 
     def _run(self, flight: _Flight, started_at: float) -> None:
         import requests  # at the first fetch, not when the package is imported
@@ -329,8 +385,7 @@ class JwksCache:
                     self._keys = keys
                     self._fetched_at = started_at
                 self._flight = None
-            if self._budget is not None:
-                self._budget.release()
+            self._release(flight)
             try:
                 if self._on_settled is not None:
                     self._on_settled(self)
@@ -347,13 +402,20 @@ class JwksCache:
             now = self._clock()
             key = self._select(kid, alg)
             stale = self._fetched_at is None or now - self._fetched_at >= self.max_age
-            # Stale, or an unknown kid in a set we have: one fetch, never a
-            # second in the same call, at most once per cooldown.
-            wanted = stale or (key is None and self._keys is not None)
             flight = self._flight
-            if wanted and flight is None and self._cooled_down(now):
-                flight = self._start(now)
-        if wanted and flight is not None:
+            if key is not None:
+                # A known kid: refresh a stale set in the background, never wait.
+                if stale and flight is None and self._cooled_down(now):
+                    self._start(now)
+                return key
+            # No set yet, or an unknown kid: one fetch, never a second in the
+            # same call; once the cooldown is over, or else a forced reload.
+            if flight is None:
+                if self._cooled_down(now):
+                    flight = self._start(now)
+                elif self._forced is not None:
+                    flight = self._start(now, self._forced)
+        if flight is not None:
             remaining = flight.wait_until - self._fetcher.monotonic()
             if remaining > 0:
                 flight.done.wait(remaining)
@@ -364,7 +426,10 @@ class JwksCache:
         return key
 
     def _cooled_down(self, now: float) -> bool:
-        return self._attempted_at is None or now - self._attempted_at >= self.cooldown
+        return (
+            self._attempted_at is None
+            or not 0 <= now - self._attempted_at < self.cooldown  # a clock set back: cooled
+        )
 
     def _select(self, kid: str | None, alg: str) -> jwt.PyJWK | None:
         return select_key(self._keys or (), kid, alg)

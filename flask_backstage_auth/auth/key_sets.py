@@ -29,17 +29,19 @@ __all__ = ["JwksCache", "KeySet", "LocalKeySet", "select_key"]
 class LocalKeySet:
     """The public keys of a local key source, reloaded on an unknown ``kid``.
 
+    A ``kid`` already loaded never waits for a reload; reloads run one at a time.
+
     :param load: returns the public JWKs (e.g. ``key_source.list_public_keys``).
     :param cooldown: the least seconds between two reloads for unknown kids.
     :param max_age: seconds after which the keys are reloaded; a token whose
-        key is known does not wait for that: the reload runs in a thread of
+        key is loaded does not wait for that: the reload runs in a thread of
         its own while the loaded keys keep verifying.
     :param max_stale: seconds loaded keys keep verifying while reloads fail
         (the store is down); after that, verification fails closed (503).
-
-    No lock is held across ``load``: a request never waits for another's
-    reload, only for its own when it needs keys this set does not have.
     """
+
+    #: Seconds between two background reloads while they fail.
+    RETRY = 5.0
 
     def __init__(
         self,
@@ -53,13 +55,12 @@ class LocalKeySet:
         self._load = load
         self._cooldown = cooldown
         self._max_age = max_age
-        self._max_stale = max_stale
+        self._max_stale = max(max_stale, max_age)
         self._clock = clock
-        self._lock = threading.Lock()
-        self._keys: list[jwt.PyJWK] | None = None
-        self._loaded_at = 0.0  # when the keys were last loaded (or found stale)
-        self._fresh_at = 0.0  # when a load last succeeded
-        self._refreshing = False
+        self._lock = threading.Lock()  # one reload at a time
+        # The keys and when they were loaded, replaced as one (read without the lock).
+        self._loaded: tuple[list[jwt.PyJWK], float] | None = None
+        self._next_refresh = 0.0  # no background reload before (guarded by _lock's holder)
 
     def _reload(self, now: float) -> list[jwt.PyJWK]:
         keys = []
@@ -68,51 +69,64 @@ class LocalKeySet:
                 keys.append(jwt.PyJWK(jwk))
             except (jwt.PyJWKError, jwt.InvalidKeyError, TypeError, ValueError):
                 continue
-        with self._lock:
-            self._keys = keys
-            self._loaded_at = self._fresh_at = now
+        self._loaded = (keys, now)
         return keys
 
-    def _reload_or_raise(self, now: float) -> list[jwt.PyJWK]:
-        try:
-            return self._reload(now)
-        except (JwksUnavailable, BackstageError):
-            raise  # e.g. StorageUnavailable: a 503, not a bad token
-        except Exception as exc:  # the store failed: no keys, fail closed
-            raise JwksUnavailable("local key store unavailable") from exc
+    def _within(self, now: float, age: float) -> list[jwt.PyJWK] | None:
+        loaded = self._loaded
+        if loaded is None or not 0 <= now - loaded[1] < age:
+            return None
+        return loaded[0]
 
     def _refresh_in_background(self, now: float) -> None:
-        with self._lock:
-            if self._refreshing:
-                return
-            self._refreshing = True
-            self._loaded_at = now  # the next refresh is max_age away, whatever happens
+        if now < self._next_refresh or not self._lock.acquire(blocking=False):
+            return  # a reload is running, or the last one failed a moment ago
+        self._next_refresh = now + self.RETRY
 
         def run() -> None:
             try:
-                self._reload(now)
+                self._reload(self._clock())
             except Exception:  # noqa: BLE001 - the store logs its outage; the keys stay
                 pass
             finally:
-                with self._lock:
-                    self._refreshing = False
+                self._lock.release()
 
-        threading.Thread(target=run, name="local-key-set-refresh", daemon=True).start()
+        try:
+            threading.Thread(target=run, name="local-key-set-refresh", daemon=True).start()
+        except RuntimeError:  # no new threads at interpreter shutdown
+            self._lock.release()
 
     def get_key(self, kid: str | None, alg: str) -> jwt.PyJWK | None:
+        seen = self._loaded
         now = self._clock()
+        keys = self._within(now, self._max_age)
+        key = select_key(keys, kid, alg) if keys is not None else None
+        if key is not None:
+            return key
+        if keys is None:
+            stale = self._within(now, self._max_stale)
+            key = select_key(stale, kid, alg) if stale is not None else None
+            if key is not None:  # loaded, but due for a reload: not this request's wait
+                self._refresh_in_background(now)
+                return key
         with self._lock:
-            keys, loaded_at, fresh_at = self._keys, self._loaded_at, self._fresh_at
-        if keys is None or now - fresh_at >= self._max_stale:
-            keys = self._reload_or_raise(now)
-            loaded_at = now
-        elif now - loaded_at >= self._max_age:
-            self._refresh_in_background(now)
-        key = select_key(keys, kid, alg)
-        if key is None and now - loaded_at >= self._cooldown:
-            keys = self._reload_or_raise(now)
-            key = select_key(keys, kid, alg)
-        return key
+            now = self._clock()
+            try:
+                loaded = self._loaded
+                keys = self._within(now, self._max_age)
+                if keys is not None and loaded is not seen:
+                    key = select_key(keys, kid, alg)  # reloaded while this call waited
+                    if key is not None:
+                        return key
+                if keys is None:
+                    keys = self._reload(now)
+                elif loaded is not None and now - loaded[1] >= self._cooldown:
+                    keys = self._reload(now)  # an unknown kid: perhaps a key just stored
+                return select_key(keys, kid, alg)
+            except (JwksUnavailable, BackstageError):
+                raise  # e.g. StorageUnavailable: a 503, not a bad token
+            except Exception as exc:  # the store failed: no keys, fail closed
+                raise JwksUnavailable("local key store unavailable") from exc
 
 
 class UnusableHeader(Exception):

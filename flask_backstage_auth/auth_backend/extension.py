@@ -363,6 +363,8 @@ class AuthBackendState:
                 InMemoryPublicKeyStore(),
                 key_duration=max(DEFAULT_KEY_DURATION, expiration),
                 clock=auth_state.clock,
+                auditor=auth_state.auditor.for_plugin(AUTH_PLUGIN_ID),
+                purpose="user-tokens",
             )
             cooldown = 0
         self.issuer = UserTokenIssuer(

@@ -21,6 +21,8 @@ DEFAULTS: dict[str, t.Any] = {
     "BACKSTAGE_AUTH_DEVELOPMENT": None,
     # Seconds of clock skew on exp/nbf (Backstage: 0).
     "BACKSTAGE_AUTH_LEEWAY": 0,
+    # Seconds a user or plugin token's iat may be in the future (Backstage: no limit).
+    "BACKSTAGE_AUTH_IAT_LEEWAY": 60,
     # Seconds a legacy token's exp may exceed one hour.
     "BACKSTAGE_AUTH_MAX_LIFETIME_LEEWAY": 60,
     # Verified tokens kept in memory (0 disables the cache).
@@ -71,6 +73,7 @@ class Settings:
 
     development: bool
     leeway: float
+    iat_leeway: float
     max_lifetime_leeway: float
     cache_size: int
     cache_ttl: float
@@ -107,6 +110,7 @@ class Settings:
         return cls(
             development=bool(development),
             leeway=_number(app, "BACKSTAGE_AUTH_LEEWAY", 0),
+            iat_leeway=_number(app, "BACKSTAGE_AUTH_IAT_LEEWAY", 0),
             max_lifetime_leeway=_number(app, "BACKSTAGE_AUTH_MAX_LIFETIME_LEEWAY", 0),
             cache_size=int(_number(app, "BACKSTAGE_AUTH_CACHE_SIZE", 0)),
             cache_ttl=_number(app, "BACKSTAGE_AUTH_CACHE_TTL", 0),

@@ -9,10 +9,12 @@ from datetime import datetime, timezone
 from flask import request as current_request
 from werkzeug.wrappers import Request, Response
 
+from flask_backstage_auth.audit.refusals import audit_refusal
+from flask_backstage_auth.audit.service import AuditorService
 from flask_backstage_auth.auth.service import AuthService, VerifiedEntry
 from flask_backstage_auth.clock import Clock, system_clock
 from flask_backstage_auth.credentials import NONE_CREDENTIALS, Credentials
-from flask_backstage_auth.errors import AuthenticationError, NotAllowedError
+from flask_backstage_auth.errors import AuthenticationError, BackstageError, NotAllowedError
 from flask_backstage_auth.http_auth.bearer import get_bearer_token
 from flask_backstage_auth.http_auth.memo import found_keys
 
@@ -57,6 +59,8 @@ class HttpAuthService:
 
     Get it with :meth:`BackstageAuth.http_auth
     <flask_backstage_auth.BackstageAuth.http_auth>`.
+
+    :param auditor: where refused requests are audited (``auth-refused``).
     """
 
     def __init__(
@@ -67,9 +71,11 @@ class HttpAuthService:
         cookie: CookieSettings | None = None,
         clock: Clock = system_clock,
         recent_size: int = 1000,
+        auditor: AuditorService | None = None,
     ) -> None:
         self.plugin_id = plugin_id
         self.auth = auth
+        self.auditor = auditor
         self.cookie = cookie or CookieSettings()
         self._clock = clock
         self._memo_keys = found_keys(plugin_id)
@@ -111,28 +117,32 @@ class HttpAuthService:
         environ = req.environ
         key = self._memo_keys[allow_limited_access]
         credentials: Credentials | None = environ.get(key)
-        if credentials is None:
-            # Inline rather than a helper method: this is the barrier's hot
-            # path, where each call costs as much as the work it does.
-            # Limited credentials only ever read: however they arrive, never
-            # for a method that may change something.
-            limited = allow_limited_access and req.method in COOKIE_METHODS
-            header = environ.get("HTTP_AUTHORIZATION")
-            if header is not None:
-                recent = self._recent[limited]
-                hit = recent.get(header)
-                if hit is not None and self._cache_clock() < hit[0].until:
-                    credentials = hit[1]
+        try:
+            if credentials is None:
+                # Inline rather than a helper method: this is the barrier's hot
+                # path, where each call costs as much as the work it does.
+                # Limited credentials only ever read: however they arrive, never
+                # for a method that may change something.
+                limited = allow_limited_access and req.method in COOKIE_METHODS
+                header = environ.get("HTTP_AUTHORIZATION")
+                if header is not None:
+                    recent = self._recent[limited]
+                    hit = recent.get(header)
+                    if hit is not None and self._cache_clock() < hit[0].until:
+                        credentials = hit[1]
+                    else:
+                        credentials = self._from_header(header, recent, limited)
+                elif limited:
+                    credentials = self._from_cookie(req)
                 else:
-                    credentials = self._from_header(header, recent, limited)
-            elif limited:
-                credentials = self._from_cookie(req)
-            else:
-                credentials = NONE_CREDENTIALS
-            environ[key] = credentials
-        if allow is None or credentials.principal.type in allow:
-            return credentials
-        return check_allowed(credentials, allow)
+                    credentials = NONE_CREDENTIALS
+                environ[key] = credentials
+            if allow is None or credentials.principal.type in allow:
+                return credentials
+            return check_allowed(credentials, allow)
+        except BackstageError as exc:
+            audit_refusal(self.auditor, req, exc, credentials=credentials)
+            raise
 
     def _from_header(
         self, header: str, recent: dict[str, tuple[VerifiedEntry, Credentials]], limited: bool

@@ -104,6 +104,9 @@ class ServerTokenManager:
         :meth:`get_token` then raises and :meth:`authenticate` rejects every
         token (Backstage's ``allowDisabledTokenManager``, used by the
         extension, whose other token kinds need no shared secret).
+    :param generated_key_level: the log level of the notice that a
+        development key was generated (the extension lowers it to INFO in a
+        ``TESTING`` app, where nothing needs doing about it).
     """
 
     is_insecure = False
@@ -118,6 +121,7 @@ class ServerTokenManager:
         leeway: float = 0,
         max_lifetime_leeway: float = 60,
         allow_disabled: bool = False,
+        generated_key_level: int = logging.WARNING,
     ) -> None:
         log = logger or globals()["logger"]
         #: True when no key was configured and a per-process one was generated.
@@ -126,8 +130,9 @@ class ServerTokenManager:
             if not allow_disabled:
                 raise ConfigError(NO_KEYS_MESSAGE)
         elif not keys:
-            log.warning(
-                "Generated a secret for service-to-service authentication: DEVELOPMENT USE ONLY."
+            log.log(
+                generated_key_level,
+                "Generated a secret for service-to-service authentication: DEVELOPMENT USE ONLY.",
             )
             keys = [_random.token_bytes(32)]
         self._keys = tuple(keys)
@@ -154,6 +159,7 @@ class ServerTokenManager:
         leeway: float = 0,
         max_lifetime_leeway: float = 60,
         allow_disabled: bool = False,
+        generated_key_level: int = logging.WARNING,
     ) -> ServerTokenManager:
         """Keys from ``backend.auth.keys`` and ``legacy`` ``externalAccess`` entries.
 
@@ -180,6 +186,7 @@ class ServerTokenManager:
             leeway=leeway,
             max_lifetime_leeway=max_lifetime_leeway,
             allow_disabled=allow_disabled,
+            generated_key_level=generated_key_level,
         )
 
     @property

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import typing as t
 
+from flask_backstage_auth.audit.refusals import audit_denial
+from flask_backstage_auth.audit.service import AuditorService
 from flask_backstage_auth.config.reader import ConfigReader, as_reader
 from flask_backstage_auth.credentials import (
     Credentials,
@@ -86,6 +88,9 @@ class PermissionsService:
     :raises ConfigError: ``enabled`` without a policy or client, or with a
         noop token manager.
     """
+
+    #: Where denials are audited (``permission-denied``; the extension sets it).
+    auditor: AuditorService | None = None
 
     def __init__(
         self,
@@ -166,6 +171,7 @@ class PermissionsService:
             answers = self._evaluator().authorize(credentials, [queries[i] for i in asked])
             for index, answer in zip(asked, answers):
                 decisions[index] = answer
+        self._audit_denials(credentials, queries, decisions, asked)
         return t.cast("list[PolicyDecision]", decisions)
 
     def authorize_conditional(
@@ -200,6 +206,7 @@ class PermissionsService:
             )
             for index, answer in zip(asked, answers):
                 decisions[index] = answer
+        self._audit_denials(credentials, [PolicyQuery(p) for p in permissions], decisions, asked)
         return t.cast("list[QueryDecision]", decisions)
 
     def require(
@@ -216,6 +223,21 @@ class PermissionsService:
         decision = self.authorize(credentials, permission, resource_ref=resource_ref)
         if decision.result is not AuthorizeResult.ALLOW:
             raise NotAllowedError(f"Permission denied: {permission.name}")
+
+    def _audit_denials(
+        self,
+        credentials: Credentials,
+        queries: t.Sequence[PolicyQuery],
+        decisions: t.Sequence[QueryDecision | None],
+        asked: t.Collection[int],
+    ) -> None:
+        asked = set(asked)
+        for index, (query, decision) in enumerate(zip(queries, decisions)):
+            if getattr(decision, "result", None) is AuthorizeResult.DENY:
+                by: t.Literal["policy", "access-restrictions"] = (
+                    "policy" if index in asked else "access-restrictions"
+                )
+                audit_denial(self.auditor, credentials, query.permission, query.resource_ref, by)
 
     def _precheck(self, credentials: Credentials, permission: Permission) -> PolicyDecision | None:
         """The decision made without asking anyone, if there is one."""

@@ -1,7 +1,8 @@
-"""Test helpers: mock credentials and the pytest plugin."""
+"""Test helpers: mock credentials, audit capture and the pytest plugin."""
 
 from __future__ import annotations
 
+from flask_backstage_auth.testing.audit import AuditCapture, capture_audit
 from flask_backstage_auth.testing.mocks import (
     MockCredentials,
     MockUserInfoService,
@@ -9,4 +10,11 @@ from flask_backstage_auth.testing.mocks import (
     mock_credentials,
 )
 
-__all__ = ["MockCredentials", "MockUserInfoService", "bearer_header", "mock_credentials"]
+__all__ = [
+    "AuditCapture",
+    "MockCredentials",
+    "MockUserInfoService",
+    "bearer_header",
+    "capture_audit",
+    "mock_credentials",
+]

@@ -14,7 +14,9 @@ use pytest-flask's ``app`` fixture (or one of your own of that name):
   by the app's ``AuthBackend``;
 * ``backstage_access_token``: a real service access token (``bsat_``) of
   ``group:default/test`` with the scope ``catalog:read``, created by the app's
-  ``AccessTokens`` (implies ``backstage_tables``).
+  ``AccessTokens`` (implies ``backstage_tables``);
+* ``backstage_audit``: the app's audit events during the test
+  (:class:`~flask_backstage_auth.testing.audit.AuditCapture`).
 
 For other users, owners or scopes, call the helpers of
 :mod:`flask_backstage_auth.testing.tokens` the fixtures use.
@@ -26,6 +28,7 @@ import typing as t
 
 import pytest
 
+from flask_backstage_auth.testing.audit import AuditCapture, capture_audit
 from flask_backstage_auth.testing.mocks import MockCredentials, bearer_header
 from flask_backstage_auth.testing.mocks import mock_credentials as _mock_credentials
 from flask_backstage_auth.testing.tokens import (
@@ -80,3 +83,10 @@ def backstage_user_token(app: Flask) -> str:
 def backstage_access_token(app: Flask, backstage_tables: None) -> str:
     """A service access token of ``group:default/test`` with scope ``catalog:read``."""
     return issue_access_token(app, scopes=["catalog:read"])
+
+
+@pytest.fixture
+def backstage_audit(app: Flask) -> t.Iterator[AuditCapture]:
+    """Every audit event ``app`` logs during the test."""
+    with capture_audit(app) as capture:
+        yield capture

@@ -35,6 +35,7 @@ from flask_backstage_auth.auth.jwks import (
     JwksFetcher,
     JwksUnavailable,
     default_fetcher,
+    forced_reloads,
 )
 from flask_backstage_auth.auth.key_sets import KeySet, UnusableHeader, decode_with_key_set
 from flask_backstage_auth.auth.plugin.keys import KeySource
@@ -90,6 +91,7 @@ class PluginTokenHandler:
     :param jwks_fetcher: fetches other plugins' key sets.
     :param fetch_budget: the fetches allowed for plugins that only
         ``backend.baseUrl`` finds (default: 5 a second).
+    :param iat_leeway: seconds a token's ``iat`` may be in the future.
     """
 
     def __init__(
@@ -102,6 +104,7 @@ class PluginTokenHandler:
         user_tokens: UserTokenHandler,
         clock: Clock,
         leeway: float = 0,
+        iat_leeway: float = 0,
         max_lifetime_leeway: float = 60,
         jwks_cooldown: float = 30,
         jwks_fetcher: JwksFetcher | None = None,
@@ -114,6 +117,7 @@ class PluginTokenHandler:
         self._user_tokens = user_tokens
         self._clock = clock
         self._leeway = leeway
+        self._iat_leeway = iat_leeway
         self._max_lifetime_leeway = max_lifetime_leeway
         self._jwks_cooldown = jwks_cooldown
         self._fetcher = jwks_fetcher or default_fetcher()
@@ -179,6 +183,7 @@ class PluginTokenHandler:
             cooldown=self._jwks_cooldown,
             clock=self._clock,
             budget=budget,
+            forced=forced_reloads(self._clock),
             on_settled=self._settled if budget is not None else None,
         )
 
@@ -271,6 +276,9 @@ class PluginTokenHandler:
             require_exp=True,
             require_iat=True,
             max_lifetime=PLUGIN_TOKEN_LIFETIME,
-            max_lifetime_leeway=self._max_lifetime_leeway,
+            # a token from a clock ahead within the iat leeway is accepted whole
+            max_lifetime_leeway=max(self._max_lifetime_leeway, self._iat_leeway),
+            reject_future_iat=True,
+            iat_leeway=self._iat_leeway,
         )
         return claims

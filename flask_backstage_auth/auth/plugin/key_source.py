@@ -15,6 +15,9 @@ from flask_backstage_auth.clock import Clock
 from flask_backstage_auth.config.reader import ConfigReader
 from flask_backstage_auth.errors import ConfigError
 
+if t.TYPE_CHECKING:  # pragma: no cover
+    from flask_backstage_auth.audit.service import AuditorService
+
 logger = logging.getLogger(__name__)
 
 #: How long a generated plugin key signs before the next one is made.
@@ -26,17 +29,24 @@ def key_source_from_config(
     *,
     public_key_store: t.Callable[[], PublicKeyStore],
     clock: Clock,
+    auditor: AuditorService | None = None,
 ) -> KeySource:
     """The key source ``backend.auth.pluginKeyStore`` asks for.
 
     ``type: database`` (the default) rotates a per-process key hourly and
-    publishes public keys through ``public_key_store``; ``type: static``
-    reads PEM files.
+    publishes public keys through ``public_key_store``, each new key audited
+    to ``auditor`` (``signing-key-rotate``); ``type: static`` reads PEM files.
     """
     store_config = config.get_config("backend.auth.pluginKeyStore")
     kind = store_config.get_string("type", "database")
     if kind == "database":
-        return RotatingKeySource(public_key_store(), key_duration=KEY_DURATION, clock=clock)
+        return RotatingKeySource(
+            public_key_store(),
+            key_duration=KEY_DURATION,
+            clock=clock,
+            auditor=auditor,
+            purpose="plugin-tokens",
+        )
     if kind == "static":
         return StaticKeySource.from_config(store_config)
     raise ConfigError(

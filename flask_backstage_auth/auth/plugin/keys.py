@@ -30,6 +30,9 @@ from flask_backstage_auth.clock import Clock, system_clock
 from flask_backstage_auth.config.reader import ConfigReader
 from flask_backstage_auth.errors import ConfigError
 
+if t.TYPE_CHECKING:  # pragma: no cover
+    from flask_backstage_auth.audit.service import AuditorService
+
 logger = logging.getLogger(__name__)
 
 ALGORITHM = "ES256"
@@ -104,6 +107,11 @@ class RotatingKeySource:
 
     The public key is stored before the private key is ever used, so every
     instance sharing the store can verify a token as soon as it exists.
+
+    :param auditor: where each new key is audited (``signing-key-rotate``,
+        with its ``kid``, the one it replaces and ``purpose``).
+    :param purpose: what the keys sign, for the audit (``plugin-tokens``,
+        ``user-tokens``).
     """
 
     def __init__(
@@ -112,10 +120,14 @@ class RotatingKeySource:
         *,
         key_duration: float = 3600,
         clock: Clock = system_clock,
+        auditor: AuditorService | None = None,
+        purpose: str = "plugin-tokens",
     ) -> None:
         self.store = store
         self.key_duration = key_duration
         self._clock = clock
+        self._auditor = auditor
+        self.purpose = purpose
         self._lock = threading.Lock()
         self._current: tuple[SigningKey, float] | None = None
 
@@ -127,12 +139,29 @@ class RotatingKeySource:
             private_key = ec.generate_private_key(ec.SECP256R1())
             key = SigningKey(str(uuid.uuid4()), private_key)
             expires_at = now + self.key_duration * KEY_EXPIRATION_MARGIN_FACTOR
+            event = None
+            if self._auditor is not None:
+                previous = self._current[0].kid if self._current is not None else None
+                event = self._auditor.create_event(
+                    "signing-key-rotate",
+                    severity="medium",
+                    meta={
+                        "purpose": self.purpose,
+                        "kid": key.kid,
+                        "previousKid": previous,
+                        "publicKeyExpiresAt": expires_at,
+                    },
+                )
             try:
                 self.store.add_key(key.kid, public_jwk(private_key, key.kid), expires_at)
-            except Exception:
+            except Exception as exc:
                 logger.exception("Failed to generate new signing key")
+                if event is not None:
+                    event.fail(exc)
                 raise
             self._current = (key, now + self.key_duration)
+            if event is not None:
+                event.success()
             return key
 
     def list_public_keys(self) -> list[dict[str, t.Any]]:

@@ -59,6 +59,9 @@ class UserTokenHandler:
     """Verifies user tokens with the auth backend's keys.
 
     :param key_set: the auth backend's public keys (see :meth:`use_key_set`).
+    :param leeway: seconds of clock skew on ``exp`` and ``nbf``.
+    :param iat_leeway: seconds the issuer's clock may be ahead: how far ``iat``
+        may be in the future, and ``exp`` beyond the 24-hour cap.
     """
 
     def __init__(
@@ -67,10 +70,12 @@ class UserTokenHandler:
         *,
         clock: t.Callable[[], float],
         leeway: float = 0,
+        iat_leeway: float = 0,
     ) -> None:
         self.key_set = key_set
         self._clock = clock
         self._leeway = leeway
+        self._iat_leeway = iat_leeway
 
     def use_key_set(self, key_set: KeySet) -> None:
         """Verify user tokens with ``key_set`` from now on (an auth backend in this app)."""
@@ -102,7 +107,9 @@ class UserTokenHandler:
                 require_exp=True,
                 require_iat=not legacy,
                 max_lifetime=MAX_USER_TOKEN_LIFETIME,
+                max_lifetime_leeway=self._iat_leeway,
                 reject_future_iat=True,
+                iat_leeway=self._iat_leeway,
             )
         except (jwt.PyJWTError, InvalidClaims, UnusableHeader, JwksUnavailable, LookupError) as exc:
             logger.info("Failed user token verification: %s", type(exc).__name__)

@@ -1005,6 +1005,7 @@
     rotated: "Rotated (new secret)",
     updated: "Edited",
     used: "First used",
+    first_used: "First used",
     old_secret_used: "Old secret used (grace)",
     failed_use: "Refused use",
     expired: "Expired",
