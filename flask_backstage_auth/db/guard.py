@@ -101,25 +101,37 @@ def set_local_timeouts(connection: Connection, timeouts: DatabaseTimeouts) -> No
 
 
 class _Watchdog:
-    """One thread that shuts down the sockets of transactions past their deadline."""
+    """One thread that shuts down the sockets of transactions past their deadline.
+
+    It keeps a duplicate of each armed socket's descriptor: should the
+    driver close its own (a broken connection) before the transaction
+    disarms, the number cannot be reused for another socket under us.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._heap: list[tuple[float, int]] = []
-        self._armed: dict[int, int] = {}  # ticket -> file descriptor
+        self._armed: dict[int, int] = {}  # ticket -> our duplicate of the descriptor
         self._tickets = itertools.count()
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
 
-    def arm(self, fd: int, seconds: float) -> int:
+    def arm(self, fd: int, seconds: float) -> int | None:
+        """A ticket for :meth:`disarm`, or ``None`` if the socket cannot be watched."""
+        try:
+            watched = os.dup(fd)
+        except OSError:
+            return None
         deadline = time.monotonic() + seconds
         with self._lock:
             if self._pid != os.getpid():  # forked: the parent's thread is not here
+                for inherited in self._armed.values():
+                    _close(inherited)
                 self._pid, self._thread = os.getpid(), None
                 self._heap, self._armed = [], {}
             ticket = next(self._tickets)
-            self._armed[ticket] = fd
+            self._armed[ticket] = watched
             heapq.heappush(self._heap, (deadline, ticket))
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(
@@ -133,7 +145,11 @@ class _Watchdog:
     def disarm(self, ticket: int) -> bool:
         """``False`` when the deadline had passed and the socket was shut down."""
         with self._lock:
-            return self._armed.pop(ticket, None) is not None
+            watched = self._armed.pop(ticket, None)
+        if watched is None:
+            return False
+        _close(watched)
+        return True
 
     def _run(self) -> None:
         with self._lock:
@@ -151,17 +167,20 @@ class _Watchdog:
                     self._wake.wait(remaining)
                     continue
                 heapq.heappop(self._heap)
-                fd = self._armed.pop(ticket)
-                _shut_down(fd)
+                _shut_down(self._armed.pop(ticket))
 
 
-def _shut_down(fd: int) -> None:
+def _close(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+
+
+def _shut_down(watched: int) -> None:
     # shutdown() acts on the socket, not the descriptor: the driver's blocked
     # read returns at once, and the driver closes its own descriptor.
-    try:
-        sock = socket.socket(fileno=os.dup(fd))
-    except OSError:
-        return
+    sock = socket.socket(fileno=watched)
     try:
         sock.shutdown(socket.SHUT_RDWR)
     except OSError:
@@ -213,8 +232,9 @@ def bounded_transaction(engine: Engine, timeouts: DatabaseTimeouts) -> t.Iterato
                     ) from exc
                 raise
             finally:
-                if ticket is not None:
-                    _WATCHDOG.disarm(ticket)
+                if ticket is not None and not _WATCHDOG.disarm(ticket):
+                    # Cut, if only as it ended: never back to the pool.
+                    connection.invalidate()
     except sa.exc.SQLAlchemyError as exc:
         if not isinstance(exc, sa.exc.IntegrityError):
             unreachable = (
