@@ -511,3 +511,25 @@ def test_while_unreachable_one_transaction_at_a_time_tries() -> None:
     log.failed(engine, error, unreachable=True)
     log.succeeded(engine)
     assert log.admit(engine) is False
+
+
+def test_signing_while_the_key_store_is_down_logs_the_outage_once(
+    proxy: PausableProxy, proxied_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from flask_backstage_auth.auth.plugin.keys import RotatingKeySource
+    from flask_backstage_auth.db.storage import Database, SqlPublicKeyStore, StorageUnavailable
+
+    timeouts = DatabaseTimeouts(connect=1, statement=0.5, lock=0.5, pool=1)
+    engine = sa.create_engine(proxied_url, **engine_options(proxied_url, timeouts))
+    source = RotatingKeySource(SqlPublicKeyStore(Database(engine, timeouts=timeouts)))
+    proxy.take_down()
+    caplog.set_level(logging.DEBUG, logger="flask_backstage_auth")
+    try:
+        for _ in range(3):
+            with pytest.raises(StorageUnavailable):
+                source.get_signing_key()
+    finally:
+        engine.dispose()
+    loud = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [r.name for r in loud] == ["flask_backstage_auth.db"], [r.getMessage() for r in loud]
+    assert "OperationalError" in loud[0].getMessage()
