@@ -219,9 +219,10 @@ def test_the_watchdog_cuts_a_transaction_the_server_never_answers(
         engine.dispose()
 
 
-def test_a_live_server_cancels_a_slow_statement_itself(postgres_url: str) -> None:
+def test_a_live_server_cancels_a_slow_statement_itself(postgres_url: str, pg_schema: str) -> None:
     timeouts = DatabaseTimeouts(statement=0.3)
-    engine = sa.create_engine(postgres_url, poolclass=NullPool)
+    # A URL of this test's own: the outage it causes is no other test's.
+    engine = sa.create_engine(_pg_url_in(postgres_url, pg_schema), poolclass=NullPool)
     try:
         started = time.monotonic()
         with pytest.raises(sa.exc.OperationalError) as raised:
