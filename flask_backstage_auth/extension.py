@@ -4,8 +4,9 @@
 
     auth = BackstageAuth(app)        # or BackstageAuth() + auth.init_app(app)
 
-Every blueprint is a plugin (its name is the plugin id, mounted under
-``/api/<plugin id>``). Before any view runs, the credentials barrier demands
+Every blueprint is a plugin (its name is the plugin id; it is mounted where the
+app registers it, by convention ``/api/<plugin id>``, the
+``BACKSTAGE_AUTH_PLUGIN_PREFIX``). Before any view runs, the credentials barrier demands
 valid user or service credentials unless an auth policy says otherwise.
 """
 
@@ -177,7 +178,7 @@ class BackstageAuth:
 
         :param plugin: a plugin id, a blueprint (the policy then travels with
             it to every app), or ``None`` for the app's own routes.
-        :param path: relative to the plugin's mount (``/api/<plugin id>``).
+        :param path: relative to the plugin's mount (e.g. ``/api/<plugin id>``).
         :param allow: ``"unauthenticated"`` or ``"user-cookie"``.
         :raises ValueError: an invalid ``allow`` or path.
         """

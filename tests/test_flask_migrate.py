@@ -29,7 +29,7 @@ from tests.conftest import _pg_url_in
 # Flask-Migrate's generated env.py tries Flask-SQLAlchemy 2's get_engine() first.
 pytestmark = pytest.mark.filterwarnings("ignore:'get_engine' is deprecated:DeprecationWarning")
 
-HEAD = "backstage_auth_0004"
+HEAD = "backstage_auth_0005"
 OUR_TABLES = set(metadata.tables)
 
 

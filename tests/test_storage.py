@@ -55,7 +55,7 @@ PASSWORD = "pw-7c1d9e0f-not-for-errors"
 CLOSED_URL = f"postgresql+psycopg://postgres:{PASSWORD}@127.0.0.1:1/test"
 TABLE = public_keys_table.name
 INDEX = "ix_backstage_auth_public_keys_expires_at"
-HEAD = "backstage_auth_0004"
+HEAD = "backstage_auth_0005"
 
 EngineFactory = t.Callable[[], Engine]
 

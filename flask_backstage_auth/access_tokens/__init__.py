@@ -1,6 +1,7 @@
 """Long-lived access tokens: service tokens for scripts and CI, personal tokens for people.
 
-``AccessTokens(app)`` mounts the ``access-tokens`` plugin (``/api/access-tokens``)
+``AccessTokens(app)`` mounts the ``access-tokens`` plugin
+(``<BACKSTAGE_AUTH_PLUGIN_PREFIX>/access-tokens``, ``/api/access-tokens`` by default)
 and makes its tokens authenticate on every plugin of the app, as access
 restricted to their scopes.
 
@@ -11,6 +12,7 @@ operation on tokens, shared by those three), ``validation``, ``guard`` (who
 may change tokens) and ``permissions``; ``state`` and ``settings`` (what the
 extension built, and ``accessTokens.*``); ``authenticator`` (a token on a
 request), ``usage`` (its last use, written off the request's path),
+``ratelimit`` (the leak report's per-client limit),
 ``store`` (the tables), ``format`` and ``scopes``.
 """
 

@@ -4,8 +4,10 @@ Runs after ``externalAccess``. A string with our prefix but a bad checksum is
 refused without touching the database; otherwise one indexed query by digest.
 Service tokens become ``access-token:<group>:<name>`` service principals,
 personal tokens the user they belong to, both restricted to their scopes. A
-verification is cached at most ``revocation_check`` seconds, which bounds how
-long a token revoked on another instance may still pass; the revoking
+verification is cached at most ``revocation_check`` seconds (an old secret's:
+never past its grace end), which bounds how long a token revoked on another
+instance may still pass when no notification reaches it
+(:mod:`~flask_backstage_auth.access_tokens.propagation`); the revoking
 instance drops it at once.
 
 A use is noted (``last_used_at``, at most once per token per
@@ -128,13 +130,16 @@ class AccessTokenAuthenticator:
         else:
             principal = ServicePrincipal(service_subject(record))
         expires_at = record.expires_at
+        cache_for = self.revocation_check
         if match.previous_secret and record.previous_expires_at is not None:
+            # The old secret's verification ends exactly at its grace end.
             expires_at = min(expires_at, record.previous_expires_at)
+            cache_for = min(cache_for, record.previous_expires_at - now)
         return VerifiedToken(
             principal,
             expires_at=expires_at,
             restrictions=restrictions,
-            cache_for=self.revocation_check,
+            cache_for=cache_for,
             revocation_id=record.id,
         )
 

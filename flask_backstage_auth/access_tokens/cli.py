@@ -184,7 +184,7 @@ def rotate_command(token_id: str, grace_seconds: int, expires_in_days: int | Non
 @click.argument("token_id")
 @click.option("--reason", default=None, help="Why (kept in the audit trail).")
 def revoke_command(token_id: str, reason: str | None) -> None:
-    """Revoke a token (refused at once here, within revocationCheckSeconds elsewhere)."""
+    """Revoke a token (refused at once here, and elsewhere once pushed or polled)."""
     service = _service()
     if reason is not None and len(reason) > MAX_REASON:
         raise click.UsageError(f"--reason must be at most {MAX_REASON} characters")

@@ -97,7 +97,7 @@ class AccessTokens:
             usage_context=app.app_context,
         )
         BackstageAuth.register_token_handler(
-            lambda token: state.authenticator(token.token),
+            lambda token: state.verify(token.token),
             stage="late",
             app=app,
             name="access token",

@@ -25,6 +25,8 @@ class AccessTokenSettings:
     max_lifetime: float = 365 * DAY
     default_lifetime: float = 90 * DAY
     revocation_check: float = 5
+    #: Push changes to other instances (PostgreSQL ``LISTEN/NOTIFY``).
+    revocation_push: bool = True
     last_used_interval: float = 300
     audit_retention: float = 365 * DAY
     max_rotation_grace: float = DAY
@@ -41,6 +43,7 @@ class AccessTokenSettings:
             max_lifetime=_positive(service, "maxTokenLifetimeDays", 365) * DAY,
             default_lifetime=_positive(service, "defaultTokenLifetimeDays", 90) * DAY,
             revocation_check=_positive(service, "revocationCheckSeconds", 5),
+            revocation_push=service.get_bool("revocationPush", True),
             last_used_interval=_positive(service, "lastUsedIntervalSeconds", 300),
             audit_retention=_positive(service, "auditRetentionDays", 365) * DAY,
             max_rotation_grace=_positive(service, "maxRotationGraceSeconds", DAY),

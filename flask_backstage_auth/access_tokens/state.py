@@ -12,19 +12,24 @@ from flask import Flask, current_app
 
 from flask_backstage_auth.access_tokens.audit import AuditTable
 from flask_backstage_auth.access_tokens.authenticator import AccessTokenAuthenticator
+from flask_backstage_auth.access_tokens.propagation import ChangeListener, Mode, psycopg_connect
 from flask_backstage_auth.access_tokens.ratelimit import ClientAddress, remote_addr
 from flask_backstage_auth.access_tokens.scopes import ScopeCatalogue
 from flask_backstage_auth.access_tokens.service import TokenService
 from flask_backstage_auth.access_tokens.settings import AccessTokenSettings
 from flask_backstage_auth.access_tokens.shared_limits import LimitStore
 from flask_backstage_auth.access_tokens.store import SqlAccessTokenStore
-from flask_backstage_auth.access_tokens.usage import Mode, UsageRecorder, WriteContext
+from flask_backstage_auth.access_tokens.usage import Mode as UsageMode
+from flask_backstage_auth.access_tokens.usage import UsageRecorder, WriteContext
 
 if t.TYPE_CHECKING:  # pragma: no cover
+    from flask_backstage_auth.auth.service import VerifiedToken
     from flask_backstage_auth.extension import BackstageAuthState
 
 #: The key of the state in ``app.extensions``.
 EXTENSION_KEY = "backstage_auth_access_tokens"
+#: How long the first verification in a process waits for the listener, in seconds.
+FIRST_CONNECT_WAIT = 1.0
 #: The plugin id: the API is mounted at ``<plugin prefix>/access-tokens``.
 PLUGIN_ID = "access-tokens"
 
@@ -45,7 +50,7 @@ class AccessTokensState:
         settings: AccessTokenSettings,
         *,
         client_address: ClientAddress = remote_addr,
-        usage_mode: Mode = "background",
+        usage_mode: UsageMode = "background",
         usage_context: WriteContext | None = None,
     ) -> None:
         self.auth_state = auth_state
@@ -86,10 +91,48 @@ class AccessTokensState:
             usage=self.usage,
             auditor=self.auditor,
         )
+        # It holds this state weakly: an app thrown away takes its listener along.
+        #: Hears of tokens changed on other instances (PostgreSQL), see
+        #: :mod:`~flask_backstage_auth.access_tokens.propagation`.
+        self.listener = ChangeListener(self)
+        self._mode: Mode | None = None if settings.revocation_push else "polling"
+
+    @property
+    def propagation(self) -> Mode | None:
+        """How changes made on other instances reach this one: ``"push"``
+        (PostgreSQL ``LISTEN/NOTIFY``, with polling while the listener is down),
+        ``"polling"`` (every ``revocationCheckSeconds``), or ``None`` before
+        the first access token is verified."""
+        return self._mode
+
+    def verify(self, token: str) -> VerifiedToken | None:
+        """The access-token handler: listens for changes first (once per process)."""
+        if self._mode != "polling" and not self.listener.running():
+            self.listen()
+        return self.authenticator(token)
+
+    def listen(self) -> None:
+        """Start listening for changed tokens, when the store is on PostgreSQL.
+
+        Done by the first verification in each process (after a ``fork`` too).
+        """
+        connect = psycopg_connect(self.store.engine(), timeout=self.store.lock_timeout)
+        if connect is None:
+            self._mode = "polling"
+            return
+        self.listener.start(connect)
+        self._mode = "push"
+        # Listening before the first verification is cached: no change slips
+        # between the two. Bounded: an unreachable database fails the request anyway.
+        self.listener.wait_connected(FIRST_CONNECT_WAIT)
 
     def forget(self, token_id: str) -> None:
-        """Stop accepting a revoked or rotated token on this instance at once."""
+        """Stop accepting a revoked, rotated or changed token on this instance at once."""
         self.auth_state.verifier.forget_revocation_id(token_id)
+
+    def forget_all(self) -> None:
+        """Drop every cached verification on this instance (the listener reconnected)."""
+        self.auth_state.verifier.clear()
 
 
 def get_state(app: Flask | None = None) -> AccessTokensState:

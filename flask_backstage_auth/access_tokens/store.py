@@ -21,6 +21,8 @@ Concurrent changes lose nothing:
 
 Both work on SQLite (whose writes are serialised) and PostgreSQL, where a
 write waits at most :data:`LOCK_TIMEOUT` seconds for a row lock (then a 503).
+On PostgreSQL a revocation, rotation or update also notifies every instance,
+on commit (:mod:`~flask_backstage_auth.access_tokens.propagation`).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import SingletonThreadPool, StaticPool
 
 from flask_backstage_auth.access_tokens.format import TokenKind
+from flask_backstage_auth.access_tokens.propagation import announce
 from flask_backstage_auth.db.storage import (
     EngineProvider,
     access_token_events_table,
@@ -265,6 +268,10 @@ class SqlAccessTokenStore:
                 connection.execute(sa.text(f"SET LOCAL lock_timeout = {milliseconds}"))
             yield connection
 
+    def engine(self) -> Engine:
+        """The engine the store uses now."""
+        return self._engine()
+
     def shares_one_connection(self) -> bool:
         """Whether every thread uses one connection (an in-memory SQLite database).
 
@@ -419,6 +426,7 @@ class SqlAccessTokenStore:
                 if exists is None:
                     raise NotFoundError(f"No {kind} token with id '{token_id}'")
                 raise ConflictError(f"Token '{token_id}' is already revoked")
+            announce(connection, token_id)
             record = self._current(connection, token_id, kind)
         assert record is not None
         return record
@@ -479,6 +487,7 @@ class SqlAccessTokenStore:
                         f"Token '{token_id}' is {current.status(now)} and cannot be rotated"
                     )
                 raise ChangedConcurrently(current)
+            announce(connection, token_id)
             updated = self._current(connection, token_id, kind)
         assert updated is not None
         return updated
@@ -525,6 +534,7 @@ class SqlAccessTokenStore:
                     if current.revoked_at is not None:
                         raise ConflictError(f"Token '{token_id}' is revoked")
                     raise ChangedConcurrently(current)
+                announce(connection, token_id)
                 record = self._current(connection, token_id, kind)
         except sa.exc.IntegrityError:
             raise ConflictError(f"A token named '{name}' already exists for its owner") from None

@@ -1,1 +1,1 @@
-"""The ``auth`` plugin: user tokens for development, with the guest provider."""
+"""The ``auth`` plugin: user tokens, with the guest provider, and ``/v1/userinfo``."""

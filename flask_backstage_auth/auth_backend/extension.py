@@ -35,11 +35,13 @@ It reads no request body: a declared body over 64 KiB is a 413, and the limit
 is set on the request for anything that would read one. A response holding a
 user token is never cached (``Cache-Control: no-store``).
 
-Keys: by default a per-process :class:`~flask_backstage_auth.auth.plugin.keys.RotatingKeySource`
-over an in-memory store. With several instances behind one URL, give every
-instance the same key source (e.g. a ``RotatingKeySource`` over a shared
-database store): otherwise a token signed by one instance is refused by the
-others and is missing from their JWKS.
+Keys (``auth.keyStore``, see :mod:`flask_backstage_auth.auth_backend.keys`):
+by default, when ``BackstageAuth`` has a database, a per-process
+:class:`~flask_backstage_auth.auth.plugin.keys.RotatingKeySource` whose
+public keys go to the database's ``backstage_auth_signing_keys``, so that a
+token signed by any instance or worker verifies on all of them and every
+JWKS lists every instance's keys; without a database, in memory (one
+process only).
 """
 
 from __future__ import annotations
@@ -58,9 +60,9 @@ from werkzeug.exceptions import NotImplemented as WerkzeugNotImplemented
 from flask_backstage_auth.auth.key_sets import LocalKeySet
 from flask_backstage_auth.auth.plugin.keys import (
     ALGORITHM,
-    InMemoryPublicKeyStore,
     KeySource,
     RotatingKeySource,
+    StaticKeySource,
 )
 from flask_backstage_auth.auth.user.handler import (
     MAX_USER_TOKEN_LIFETIME,
@@ -69,6 +71,7 @@ from flask_backstage_auth.auth.user.handler import (
     limited_signing_input,
     unverified_parts,
 )
+from flask_backstage_auth.auth_backend.keys import user_key_source_from_config
 from flask_backstage_auth.auth_backend.user_info_store import InMemoryUserInfoStore, UserInfoStore
 from flask_backstage_auth.clock import Clock, system_clock
 from flask_backstage_auth.config.reader import ConfigReader
@@ -353,20 +356,20 @@ class AuthBackendState:
         self.guest = GuestProviderConfig.from_config(config)
         self.development = auth_state.settings.development
         self._clock = auth_state.clock
-        # The default source lives in memory: reloading it on an unknown kid
-        # costs nothing, so a fresh key is never refused during a cooldown.
-        cooldown: float = 1
         if key_source is None:
             # A key signs for as long as a token lives (at least an hour) and stays
             # listed three times that: every token it signed expires before it goes.
-            key_source = RotatingKeySource(
-                InMemoryPublicKeyStore(),
+            key_source = user_key_source_from_config(
+                config,
+                database=auth_state.database,
                 key_duration=max(DEFAULT_KEY_DURATION, expiration),
                 clock=auth_state.clock,
                 auditor=auth_state.auditor.for_plugin(AUTH_PLUGIN_ID),
-                purpose="user-tokens",
+                development=auth_state.settings.development,
             )
-            cooldown = 0
+        # A rotating source lists its store at every unknown kid: a key another
+        # instance has just stored verifies the first token it signed.
+        cooldown: float = 0 if isinstance(key_source, (RotatingKeySource, StaticKeySource)) else 1
         self.issuer = UserTokenIssuer(
             key_source,
             issuer=auth_state.discovery.get_external_base_url(AUTH_PLUGIN_ID),
@@ -501,9 +504,10 @@ class AuthBackend:
     points the extension's user-token verification at its own keys.
 
     :param app: the app, or ``None`` to call :meth:`init_app` later.
-    :param key_source: the user-token signing keys; by default a per-process
-        rotating key (hourly) kept in memory. Share one source between the
-        instances of a backend.
+    :param key_source: the user-token signing keys; by default those of
+        ``auth.keyStore``: a per-process rotating key whose public half is
+        published in ``BackstageAuth``'s database, shared by every instance
+        (in memory without a database).
     :param user_info_store: where each user's ownership is kept for
         ``/v1/userinfo``; by default the ``backstage_auth_user_info`` table
         of ``BackstageAuth``'s database, else this process's memory.

@@ -1,4 +1,4 @@
-"""Persistence: the tables, the database key store, the Alembic branch and
+"""Persistence: the tables, the database key store and user-info store, the Alembic branch and
 ``flask backstage-auth db``. Imported only when a database is used.
 
 :func:`upgrade_database` applies the library's migrations to an engine (what

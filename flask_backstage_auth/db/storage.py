@@ -11,6 +11,8 @@ in ``flask_backstage_auth/db/migrations`` (an independent branch labelled
 (its table is ``backstage_backend_public_keys__keys``; ours is
 ``backstage_auth_public_keys``): every app instance publishes the public half
 of its signing key there, and lists everyone's keys from there.
+:class:`SqlSigningKeyStore` is the same for the user tokens of the auth
+backend, in ``backstage_auth_signing_keys`` (Backstage's ``signing_keys``).
 
 A database that cannot be reached, or whose tables are missing, raises
 :class:`StorageUnavailable`, a 503 whose message names neither the database
@@ -57,6 +59,18 @@ metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
 #: The public keys of every instance's rotating signing key.
 public_keys_table = sa.Table(
     "backstage_auth_public_keys",
+    metadata,
+    sa.Column("kid", sa.String(128), primary_key=True),
+    # The public JWK, as JSON text.
+    sa.Column("key", sa.Text, nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False, index=True),
+)
+
+#: The public keys of the auth backend's user-token signing keys (Backstage's
+#: ``signing_keys`` of the auth plugin): apart from the plugin keys, so that a
+#: plugin key never verifies a user token.
+signing_keys_table = sa.Table(
+    "backstage_auth_signing_keys",
     metadata,
     sa.Column("kid", sa.String(128), primary_key=True),
     # The public JWK, as JSON text.
@@ -349,6 +363,16 @@ class SqlPublicKeyStore:
             for start in range(0, len(kids), _DELETE_CHUNK):
                 chunk = kids[start : start + _DELETE_CHUNK]
                 connection.execute(table.delete().where(table.c.kid.in_(chunk)))
+
+
+class SqlSigningKeyStore(SqlPublicKeyStore):
+    """The public keys of the auth backend's user tokens, in ``backstage_auth_signing_keys``.
+
+    Backstage's auth-backend ``DatabaseKeyStore`` (its ``signing_keys`` table):
+    the same store as :class:`SqlPublicKeyStore`, in a table of its own.
+    """
+
+    table = signing_keys_table
 
 
 def create_tables(bind: Engine | Connection) -> None:

@@ -1,3 +1,4 @@
 """What a request meets first (Backstage's ``httpRouter``): the credentials
-barrier, auth policies and the paths and mounts they match, and the
-per-plugin ``/.backstage/auth/v1/`` endpoints."""
+barrier, auth policies and the paths and mounts they match, the per-plugin
+``/.backstage/auth/v1/`` and ``/.well-known/backstage/permissions/``
+endpoints, the bounds on request bodies, and the app's errors as JSON."""

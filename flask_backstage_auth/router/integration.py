@@ -1,5 +1,8 @@
 """The endpoints Backstage gives every plugin under ``/.backstage/auth/v1/``.
 
+They are at ``<prefix>/<plugin>/``, the prefix being
+``BACKSTAGE_AUTH_PLUGIN_PREFIX`` (``/api`` below, its default).
+
 * ``GET /api/<plugin>/.backstage/auth/v1/jwks.json``: the public keys of the
   plugin's tokens; open to all (served before the credentials barrier).
 * ``GET /api/<plugin>/.backstage/auth/v1/cookie``: issue the ``backstage-auth``

@@ -4,7 +4,7 @@ Exemptions and auth policies only ever *add* access, so they only apply to a
 path that routing cannot read differently from the way we matched it: one
 without dot segments, empty segments, backslashes, control characters,
 percent signs or invalid UTF-8, and whose raw form had no encoded ``/``,
-``.`` or ``\\``.
+``.``, ``\\`` or ``%``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Test helpers: mock credentials, audit capture and the pytest plugin."""
+"""Test helpers: mock credentials, real tables and tokens (``tokens``), audit capture
+and the pytest plugin."""
 
 from __future__ import annotations
 

@@ -11,7 +11,8 @@ use pytest-flask's ``app`` fixture (or one of your own of that name):
 * ``backstage_tables``: the library's tables in the app's database (its
   Alembic branch, as ``flask backstage-auth db upgrade``);
 * ``backstage_user_token``: a real user token of ``user:default/test``, signed
-  by the app's ``AuthBackend``;
+  by the app's ``AuthBackend`` (implies ``backstage_tables`` when the app has
+  a database, where its key is published);
 * ``backstage_access_token``: a real service access token (``bsat_``) of
   ``group:default/test`` with the scope ``catalog:read``, created by the app's
   ``AccessTokens`` (implies ``backstage_tables``);
@@ -75,7 +76,14 @@ def backstage_tables(app: Flask) -> None:
 
 @pytest.fixture
 def backstage_user_token(app: Flask) -> str:
-    """A user token of ``user:default/test``, signed by ``app``'s ``AuthBackend``."""
+    """A user token of ``user:default/test``, signed by ``app``'s ``AuthBackend``.
+
+    With a database, its key is published there: implies ``backstage_tables``.
+    """
+    from flask_backstage_auth.extension import BackstageAuth
+
+    if BackstageAuth.state(app).database is not None:
+        create_backstage_tables(app)
     return issue_user_token(app)
 
 

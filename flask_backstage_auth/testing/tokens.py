@@ -62,8 +62,12 @@ def issue_user_token(
 ) -> str:
     """A user token for ``user_entity_ref``, signed by the app's ``AuthBackend``.
 
+    With a database, the signing key is published there: its tables must
+    exist (:func:`create_backstage_tables`).
+
     :param ownership_entity_refs: the ``ent`` claim (default: the user alone).
     :raises RuntimeError: ``AuthBackend`` is not on ``app``.
+    :raises StorageUnavailable: the tables are missing.
     """
     from flask_backstage_auth.auth_backend.extension import AuthBackend
 

@@ -6,7 +6,7 @@
 
 The pages are server-rendered Jinja templates plus one plain script, with no
 build step and nothing loaded from elsewhere. The script calls the REST API
-(``/api/access-tokens``) with ``fetch`` and the user's token as a bearer
+(``<BACKSTAGE_AUTH_PLUGIN_PREFIX>/access-tokens``) with ``fetch`` and the user's token as a bearer
 header; the API never reads the ``backstage-auth`` cookie on POST, PATCH or
 DELETE, so a cross-site form or script cannot change anything (no CSRF).
 See :mod:`flask_backstage_auth.access_tokens.admin.views`.

@@ -1,2 +1,2 @@
 """``backend.auth.externalAccess``: the entries in config order, their
-access restrictions, and the ``static`` and ``jwks`` handler types."""
+access restrictions, and the ``static``, ``legacy`` and ``jwks`` handler types."""

@@ -38,6 +38,8 @@ logger = logging.getLogger(__name__)
 ALGORITHM = "ES256"
 #: A public key stays listed this many key durations after it was made.
 KEY_EXPIRATION_MARGIN_FACTOR = 3
+#: Seconds a rotating key signs without the store being seen holding its public half.
+DEFAULT_CHECK_INTERVAL = 60
 
 
 @dataclass(frozen=True)
@@ -108,10 +110,18 @@ class RotatingKeySource:
     The public key is stored before the private key is ever used, so every
     instance sharing the store can verify a token as soon as it exists.
 
+    A key whose public half is gone from the store (the table was emptied,
+    an older backup restored) signs nothing more: the next signing makes a
+    new key. It is noticed by any listing of the store, and before signing
+    when the store has not been seen holding the key for ``check_interval``
+    seconds (one listing of the store, at most that often). A new key
+    rather than the old one stored again: whoever removed it may have meant
+    its tokens to stop working.
+
     :param auditor: where each new key is audited (``signing-key-rotate``,
-        with its ``kid``, the one it replaces and ``purpose``).
-    :param purpose: what the keys sign, for the audit (``plugin-tokens``,
-        ``user-tokens``).
+        with its ``kid``, the one it replaces, ``purpose`` and ``reason``).
+    :param purpose: what the keys sign, for the audit and the logs
+        (``plugin-tokens``, ``user-tokens``).
     """
 
     def __init__(
@@ -119,62 +129,99 @@ class RotatingKeySource:
         store: PublicKeyStore,
         *,
         key_duration: float = 3600,
+        check_interval: float = DEFAULT_CHECK_INTERVAL,
         clock: Clock = system_clock,
         auditor: AuditorService | None = None,
         purpose: str = "plugin-tokens",
     ) -> None:
         self.store = store
         self.key_duration = key_duration
+        self.check_interval = check_interval
         self._clock = clock
         self._auditor = auditor
         self.purpose = purpose
         self._lock = threading.Lock()
-        self._current: tuple[SigningKey, float] | None = None
+        self._current: _CurrentKey | None = None
 
     def get_signing_key(self) -> SigningKey:
         now = self._clock()
         with self._lock:
-            if self._current is not None and now < self._current[1]:
-                return self._current[0]
-            private_key = ec.generate_private_key(ec.SECP256R1())
-            key = SigningKey(str(uuid.uuid4()), private_key)
-            expires_at = now + self.key_duration * KEY_EXPIRATION_MARGIN_FACTOR
-            event = None
-            if self._auditor is not None:
-                previous = self._current[0].kid if self._current is not None else None
-                event = self._auditor.create_event(
-                    "signing-key-rotate",
-                    severity="medium",
-                    meta={
-                        "purpose": self.purpose,
-                        "kid": key.kid,
-                        "previousKid": previous,
-                        "publicKeyExpiresAt": expires_at,
-                    },
-                )
-            try:
-                self.store.add_key(key.kid, public_jwk(private_key, key.kid), expires_at)
-            except Exception as exc:
-                if isinstance(exc, ServiceUnavailableError):
-                    # The store's outage, logged once per outage where it happened
-                    # (db/guard.py): not a traceback for every request meanwhile.
-                    logger.debug("Failed to generate new signing key", exc_info=True)
-                else:
-                    logger.exception("Failed to generate new signing key")
-                if event is not None:
-                    event.fail(exc)
-                raise
-            self._current = (key, now + self.key_duration)
+            current = self._current
+            if current is None:
+                return self._rotate(now, "first")
+            if now >= current.rotate_at:
+                logger.info("Signing key has expired, generating new key")
+                return self._rotate(now, "expired")
+            if not current.missing and (
+                now - current.seen_at < self.check_interval or self._still_stored(current, now)
+            ):
+                return current.key
+            logger.warning(
+                "Signing key %s is missing from the key store, generating new key",
+                current.key.kid,
+            )
+            current.missing = True  # never signs again, even if the next key cannot be made
+            return self._rotate(now, "missing-from-store")
+
+    def _still_stored(self, current: _CurrentKey, now: float) -> bool:
+        """Whether the store still lists ``current``; ``True`` when it cannot be read."""
+        current.seen_at = now  # checked at most once per interval, whatever the answer
+        try:
+            keys = self.store.list_keys()
+        except Exception:  # a store that is down is no sign that the key is gone
+            logger.warning("Could not check the key store for signing key %s", current.key.kid)
+            return True
+        return any(k.kid == current.key.kid and k.expires_at >= now for k in keys)
+
+    def _rotate(self, now: float, reason: str) -> SigningKey:
+        """Make a key pair, publish its public half, then let it sign (the lock is held).
+
+        The one place a key is made: ``reason`` is ``first``, ``expired`` or
+        ``missing-from-store``.
+        """
+        private_key = ec.generate_private_key(ec.SECP256R1())
+        key = SigningKey(str(uuid.uuid4()), private_key)
+        expires_at = now + self.key_duration * KEY_EXPIRATION_MARGIN_FACTOR
+        event = None
+        if self._auditor is not None:
+            previous = self._current.key.kid if self._current is not None else None
+            event = self._auditor.create_event(
+                "signing-key-rotate",
+                severity="medium",
+                meta={
+                    "purpose": self.purpose,
+                    "kid": key.kid,
+                    "previousKid": previous,
+                    "publicKeyExpiresAt": expires_at,
+                    "reason": reason,
+                },
+            )
+        try:
+            self.store.add_key(key.kid, public_jwk(private_key, key.kid), expires_at)
+        except Exception as exc:
+            if isinstance(exc, ServiceUnavailableError):
+                # The store's outage, logged once per outage where it happened
+                # (db/guard.py): not a traceback for every request meanwhile.
+                logger.debug("Failed to generate new signing key", exc_info=True)
+            else:
+                logger.exception("Failed to generate new signing key")
             if event is not None:
-                event.success()
-            return key
+                event.fail(exc)
+            raise
+        logger.info("Created new signing key %s", key.kid)
+        self._current = _CurrentKey(key, rotate_at=now + self.key_duration, seen_at=now)
+        if event is not None:
+            event.success()
+        return key
 
     def list_public_keys(self) -> list[dict[str, t.Any]]:
         now = self._clock()
+        current = self._current  # before the query: a key made later may be missing from it
         keys = self.store.list_keys()
         expired = [k.kid for k in keys if k.expires_at < now]
         if expired:
-            logger.info("Removing expired plugin service keys, '%s'", "', '".join(expired))
+            what = "plugin service keys" if self.purpose == "plugin-tokens" else "signing keys"
+            logger.info("Removing expired %s, '%s'", what, "', '".join(expired))
             try:
                 self.store.remove_keys(expired)
             except Exception as exc:  # pruning is best effort; listing still excludes them
@@ -184,7 +231,28 @@ class RotatingKeySource:
                     "Could not remove expired keys",
                     exc_info=True,
                 )
-        return [k.jwk for k in keys if k.expires_at >= now]
+        valid = [k for k in keys if k.expires_at >= now]
+        if current is not None and not current.missing and now < current.rotate_at:
+            if any(k.kid == current.key.kid for k in valid):
+                current.seen_at = max(current.seen_at, now)
+            else:
+                logger.warning(
+                    "Signing key %s is missing from the key store; the next token gets a new key",
+                    current.key.kid,
+                )
+                current.missing = True
+        return [k.jwk for k in valid]
+
+
+@dataclass
+class _CurrentKey:
+    key: SigningKey
+    #: When the next signing makes a new key.
+    rotate_at: float
+    #: When the store was last seen holding the public key.
+    seen_at: float
+    #: Gone from the store: it signs nothing more.
+    missing: bool = False
 
 
 class StaticKeySource:
