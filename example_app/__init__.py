@@ -35,7 +35,9 @@ from flask_backstage_auth import AuthBackend, BackstageAuth, ConfigError
 from flask_backstage_auth.access_tokens.extension import AccessTokens
 from flask_backstage_auth.clock import Clock
 from flask_backstage_auth.config import CONFIG_KEY, ConfigReader, load_app_config
-from flask_backstage_auth.db.cli import upgrade_database
+from flask_backstage_auth.config.timeouts import DatabaseTimeouts
+from flask_backstage_auth.db.guard import engine_options
+from flask_backstage_auth.db.startup import migrate_at_startup
 from flask_backstage_auth.discovery import HostDiscovery
 
 HERE = Path(__file__).parent
@@ -85,6 +87,12 @@ def create_app(config: t.Mapping[str, t.Any] | None = None, *, clock: Clock = ti
 
     backstage = ConfigReader(app.config[CONFIG_KEY])
     app.config.setdefault("SQLALCHEMY_DATABASE_URI", _database_url(app, backstage))
+    # Bounded waits on the database (connect, pool checkout; SQLite's busy
+    # timeout): the library's own transactions add statement and lock timeouts.
+    timeouts = DatabaseTimeouts.from_config(app.config)
+    app.config.setdefault(
+        "SQLALCHEMY_ENGINE_OPTIONS", engine_options(app.config["SQLALCHEMY_DATABASE_URI"], timeouts)
+    )
     db = SQLAlchemy()
     db.init_app(app)
     # example.development: true in app-config.yaml, false in the production layer;
@@ -104,8 +112,12 @@ def create_app(config: t.Mapping[str, t.Any] | None = None, *, clock: Clock = ti
     )
     # Plugin keys and access tokens live in the database, shared by every instance.
     BackstageAuth(app, db=db, clock=clock, permission_policy=policy)
-    with app.app_context():
-        upgrade_database(db.engine)  # as Backstage plugins migrate at start-up
+    # The production way is the release step, `flask backstage-auth db upgrade`
+    # (example.migrateAtStart: false); in development every worker may migrate
+    # as it starts, under the migration lock, and starts even when that fails.
+    if backstage.get_bool("example.migrateAtStart", True):
+        with app.app_context():
+            migrate_at_startup(db.engine, timeouts=timeouts)
     if not elsewhere("auth"):
         AuthBackend(app)  # the auth plugin: user tokens, and the guest provider in development
     if not elsewhere("access-tokens"):

@@ -218,7 +218,7 @@ def build_state(app: Flask, options: Options) -> BackstageAuthState:
     """
     settings = Settings.from_app(app)
     clock = options.clock
-    database = database_service(app, options.db)
+    database = database_service(app, options.db, settings)
     config = ConfigReader(app.config.get(CONFIG_KEY) or {}, "")
     auditor = RootAuditor.from_config(config, clock=clock)
     warn_unknown_auth_keys(config)
@@ -336,25 +336,31 @@ def permissions_service(
     )
 
 
-def database_service(app: Flask, db: SQLAlchemy | None) -> Database | None:
+def database_service(app: Flask, db: SQLAlchemy | None, settings: Settings) -> Database | None:
     """The app's database: ``db``, the app's Flask-SQLAlchemy, or a configured URI.
 
-    The database stack (SQLAlchemy) is imported for an app with a database only.
+    Its transactions in the library's stores are bounded by the
+    ``BACKSTAGE_AUTH_DB_*_TIMEOUT`` settings; an engine made here from the URI
+    also gets them as engine options (a Flask-SQLAlchemy engine is the app's:
+    see :func:`flask_backstage_auth.db.guard.engine_options`). The database
+    stack (SQLAlchemy) is imported for an app with a database only.
     """
+    timeouts = settings.database_timeouts
     if db is None:
         db = app.extensions.get("sqlalchemy")
     if db is not None:
         from flask_backstage_auth.db.storage import Database
 
-        return Database(db, app=app)
+        return Database(db, app=app, timeouts=timeouts)
     uri = app.config.get("BACKSTAGE_AUTH_DATABASE_URI")
     if not uri:
         return None
     import sqlalchemy as sa
 
+    from flask_backstage_auth.db.guard import engine_options
     from flask_backstage_auth.db.storage import Database
 
-    return Database(sa.create_engine(uri))
+    return Database(sa.create_engine(uri, **engine_options(uri, timeouts)), timeouts=timeouts)
 
 
 def token_manager_service(

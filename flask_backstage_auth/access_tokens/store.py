@@ -44,12 +44,12 @@ from flask_backstage_auth.access_tokens.format import TokenKind
 from flask_backstage_auth.access_tokens.propagation import announce
 from flask_backstage_auth.db.storage import (
     EngineProvider,
-    StorageUnavailable,
     access_token_events_table,
     access_token_owners_table,
     access_tokens_table,
     as_engine_provider,
     create_tables,
+    store_transaction,
 )
 from flask_backstage_auth.errors import ConflictError, NotFoundError
 
@@ -258,19 +258,15 @@ class SqlAccessTokenStore:
 
     @contextmanager
     def _transaction(self, what: str, *, writes: bool = False) -> t.Iterator[Connection]:
-        try:
-            with self._engine().begin() as connection:
-                if writes and connection.dialect.name == "postgresql":
-                    # Bounded waits: a row lock held elsewhere is a 503, not a hang.
-                    milliseconds = max(1, int(self.lock_timeout * 1000))
-                    connection.execute(sa.text(f"SET LOCAL lock_timeout = {milliseconds}"))
-                yield connection
-        except sa.exc.IntegrityError:
-            raise
-        except sa.exc.SQLAlchemyError as exc:
-            raise StorageUnavailable(
-                f"Could not {what}: the access token database is unavailable ({type(exc).__name__})"
-            ) from exc
+        # Bounded waits (db/guard.py): connect, pool, statements, a server that
+        # stops answering; an IntegrityError is the caller's conflict.
+        failure = f"Could not {what}: the access token database is unavailable"
+        with store_transaction(self._engine, failure, conflicts=True) as connection:
+            if writes and connection.dialect.name == "postgresql":
+                # A row lock held elsewhere is a 503, not a hang.
+                milliseconds = max(1, int(self.lock_timeout * 1000))
+                connection.execute(sa.text(f"SET LOCAL lock_timeout = {milliseconds}"))
+            yield connection
 
     def engine(self) -> Engine:
         """The engine the store uses now."""

@@ -41,7 +41,7 @@ import weakref
 import sqlalchemy as sa
 
 from flask_backstage_auth.access_tokens.store import AuditEvent, TokenUse, new_event
-from flask_backstage_auth.db.storage import describe_database_error
+from flask_backstage_auth.db.guard import describe_database_error
 
 logger = logging.getLogger(__name__)
 

@@ -33,7 +33,15 @@ class LocalKeySet:
 
     :param load: returns the public JWKs (e.g. ``key_source.list_public_keys``).
     :param cooldown: the least seconds between two reloads for unknown kids.
+    :param max_age: seconds after which the keys are reloaded; a token whose
+        key is loaded does not wait for that: the reload runs in a thread of
+        its own while the loaded keys keep verifying.
+    :param max_stale: seconds loaded keys keep verifying while reloads fail
+        (the store is down); after that, verification fails closed (503).
     """
+
+    #: Seconds between two background reloads while they fail.
+    RETRY = 5.0
 
     def __init__(
         self,
@@ -41,15 +49,18 @@ class LocalKeySet:
         *,
         cooldown: float = 1,
         max_age: float = 60,
+        max_stale: float = 3600,
         clock: Clock = system_clock,
     ) -> None:
         self._load = load
         self._cooldown = cooldown
         self._max_age = max_age
+        self._max_stale = max(max_stale, max_age)
         self._clock = clock
         self._lock = threading.Lock()  # one reload at a time
         # The keys and when they were loaded, replaced as one (read without the lock).
         self._loaded: tuple[list[jwt.PyJWK], float] | None = None
+        self._next_refresh = 0.0  # no background reload before (guarded by _lock's holder)
 
     def _reload(self, now: float) -> list[jwt.PyJWK]:
         keys = []
@@ -61,23 +72,48 @@ class LocalKeySet:
         self._loaded = (keys, now)
         return keys
 
-    def _fresh(self, now: float) -> list[jwt.PyJWK] | None:
+    def _within(self, now: float, age: float) -> list[jwt.PyJWK] | None:
         loaded = self._loaded
-        if loaded is None or not 0 <= now - loaded[1] < self._max_age:
+        if loaded is None or not 0 <= now - loaded[1] < age:
             return None
         return loaded[0]
 
+    def _refresh_in_background(self, now: float) -> None:
+        if now < self._next_refresh or not self._lock.acquire(blocking=False):
+            return  # a reload is running, or the last one failed a moment ago
+        self._next_refresh = now + self.RETRY
+
+        def run() -> None:
+            try:
+                self._reload(self._clock())
+            except Exception:  # noqa: BLE001 - the store logs its outage; the keys stay
+                pass
+            finally:
+                self._lock.release()
+
+        try:
+            threading.Thread(target=run, name="local-key-set-refresh", daemon=True).start()
+        except RuntimeError:  # no new threads at interpreter shutdown
+            self._lock.release()
+
     def get_key(self, kid: str | None, alg: str) -> jwt.PyJWK | None:
         seen = self._loaded
-        keys = self._fresh(self._clock())
+        now = self._clock()
+        keys = self._within(now, self._max_age)
         key = select_key(keys, kid, alg) if keys is not None else None
         if key is not None:
             return key
+        if keys is None:
+            stale = self._within(now, self._max_stale)
+            key = select_key(stale, kid, alg) if stale is not None else None
+            if key is not None:  # loaded, but due for a reload: not this request's wait
+                self._refresh_in_background(now)
+                return key
         with self._lock:
             now = self._clock()
             try:
                 loaded = self._loaded
-                keys = self._fresh(now)
+                keys = self._within(now, self._max_age)
                 if keys is not None and loaded is not seen:
                     key = select_key(keys, kid, alg)  # reloaded while this call waited
                     if key is not None:

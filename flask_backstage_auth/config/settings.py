@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from flask import Flask
 
+from flask_backstage_auth.config.timeouts import DatabaseTimeouts
 from flask_backstage_auth.config.unknown_keys import warn_unknown_settings
 from flask_backstage_auth.errors import ConfigError
 
@@ -44,6 +45,13 @@ DEFAULTS: dict[str, t.Any] = {
     "BACKSTAGE_AUTH_PLUGIN_PREFIX": "/api",
     # A database for plugin keys when the app has no Flask-SQLAlchemy ``db``.
     "BACKSTAGE_AUTH_DATABASE_URI": None,
+    # Database bounds, in seconds (flask_backstage_auth.db.guard): opening a
+    # connection, one statement (a transaction of the library is cut after it
+    # plus 1 s when the server stops answering), a lock wait, a pool checkout.
+    "BACKSTAGE_AUTH_DB_CONNECT_TIMEOUT": 3,
+    "BACKSTAGE_AUTH_DB_STATEMENT_TIMEOUT": 5,
+    "BACKSTAGE_AUTH_DB_LOCK_TIMEOUT": 2,
+    "BACKSTAGE_AUTH_DB_POOL_TIMEOUT": 3,
     # SameSite of the backstage-auth cookie: "Lax" (ours), "Strict" or "None" (Backstage's).
     "BACKSTAGE_AUTH_COOKIE_SAMESITE": "Lax",
     # Every HTTP error of the app (404, 405, 500, routing redirects) in
@@ -79,6 +87,8 @@ class Settings:
     plugin_prefix: str
     cookie_samesite: str
     json_errors: bool
+    #: The database bounds (``BACKSTAGE_AUTH_DB_*_TIMEOUT``).
+    database_timeouts: DatabaseTimeouts
 
     @classmethod
     def from_app(cls, app: Flask) -> Settings:
@@ -115,4 +125,10 @@ class Settings:
             plugin_prefix=prefix.rstrip("/"),
             cookie_samesite=samesite,
             json_errors=bool(app.config["BACKSTAGE_AUTH_JSON_ERRORS"]),
+            database_timeouts=DatabaseTimeouts(
+                connect=_number(app, "BACKSTAGE_AUTH_DB_CONNECT_TIMEOUT", 1),
+                statement=_number(app, "BACKSTAGE_AUTH_DB_STATEMENT_TIMEOUT", 0.1),
+                lock=_number(app, "BACKSTAGE_AUTH_DB_LOCK_TIMEOUT", 0.1),
+                pool=_number(app, "BACKSTAGE_AUTH_DB_POOL_TIMEOUT", 0.1),
+            ),
         )

@@ -17,7 +17,6 @@ move to ``backstage_auth_alembic_version`` (:func:`adopt_app_version_rows`).
 
 from __future__ import annotations
 
-import re
 import typing as t
 from contextlib import contextmanager
 
@@ -33,13 +32,19 @@ from flask import current_app
 from flask.cli import AppGroup
 from sqlalchemy.engine import Connection, Engine
 
+from flask_backstage_auth.db.guard import (
+    DEFAULT_TIMEOUTS,
+    DatabaseTimeouts,
+    database_error_line,
+    describe_database_error,
+    engine_options,
+)
 from flask_backstage_auth.db.storage import (
     APP_VERSION_TABLE,
     DATABASE_URI_KEY,
     REVISION_PREFIX,
     VERSION_TABLE,
     create_tables,
-    describe_database_error,
     metadata,
     migrations_path,
 )
@@ -64,7 +69,7 @@ def app_engine() -> t.Iterator[Engine]:
             " is not set."
         )
     try:
-        engine = sa.create_engine(uri)
+        engine = sa.create_engine(uri, **engine_options(uri, app_timeouts()))
     except (sa.exc.ArgumentError, ValueError):
         raise click.ClickException(f"{DATABASE_URI_KEY} is not a valid database URL.") from None
     try:
@@ -73,17 +78,16 @@ def app_engine() -> t.Iterator[Engine]:
         engine.dispose()
 
 
-_CREDENTIALS = re.compile(r"://[^/@\s]*@")
+def app_timeouts() -> DatabaseTimeouts:
+    """The database bounds of the current app (``BACKSTAGE_AUTH_DB_*``), else the defaults."""
+    state = current_app.extensions.get("backstage_auth")
+    timeouts = getattr(getattr(state, "settings", None), "database_timeouts", None)
+    return timeouts if isinstance(timeouts, DatabaseTimeouts) else DEFAULT_TIMEOUTS
 
 
 def describe_cli_error(exc: sa.exc.SQLAlchemyError, password: str | None) -> str:
     """The error classes and the driver's first line, without credentials."""
-    orig = getattr(exc, "orig", None)
-    text = str(orig if isinstance(orig, BaseException) else exc).strip()
-    line = text.splitlines()[0] if text else ""
-    line = _CREDENTIALS.sub("://***@", line)
-    if password:
-        line = line.replace(password, "***")
+    line = database_error_line(exc, password)
     summary = f"Database error ({describe_database_error(exc)})"
     return f"{summary}: {line}" if line else summary
 

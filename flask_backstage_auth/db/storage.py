@@ -34,6 +34,12 @@ from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy.engine import Connection, Engine
 
 from flask_backstage_auth.auth.plugin.keys import StoredPublicKey
+from flask_backstage_auth.db.guard import (
+    DEFAULT_TIMEOUTS,
+    DatabaseTimeouts,
+    bounded_transaction,
+    describe_database_error,
+)
 from flask_backstage_auth.errors import ServiceUnavailableError
 
 logger = logging.getLogger(__name__)
@@ -191,18 +197,6 @@ class StorageUnavailable(ServiceUnavailableError):
     """
 
 
-def describe_database_error(exc: BaseException) -> str:
-    """The class names of a database error (``OperationalError``, ``UndefinedTable``).
-
-    Only names: the messages of drivers may carry a host, a user or a password.
-    """
-    names = [type(exc).__name__]
-    orig = getattr(exc, "orig", None)
-    if isinstance(orig, BaseException) and type(orig).__name__ not in names:
-        names.append(type(orig).__name__)
-    return ", ".join(names)
-
-
 class Database:
     """Gives the engine of a Flask-SQLAlchemy ``db``, or a plain :class:`~sqlalchemy.engine.Engine`.
 
@@ -211,7 +205,9 @@ class Database:
     context of that app is then pushed when none is active). Never instantiate
     ``SQLAlchemy`` for this: pass the app's own.
 
-    A ``Database`` is itself an engine provider (call it).
+    A ``Database`` is itself an engine provider (call it). Its ``timeouts``
+    bound every transaction the library's stores run on it (see
+    :mod:`flask_backstage_auth.db.guard`).
     """
 
     def __init__(
@@ -220,6 +216,7 @@ class Database:
         *,
         bind_key: str | None = None,
         app: Flask | None = None,
+        timeouts: DatabaseTimeouts = DEFAULT_TIMEOUTS,
     ) -> None:
         if not isinstance(source, (SQLAlchemy, Engine)):
             raise TypeError(
@@ -230,6 +227,7 @@ class Database:
         self.source = source
         self.bind_key = bind_key
         self.app = app
+        self.timeouts = timeouts
 
     @property
     def engine(self) -> Engine:
@@ -265,6 +263,33 @@ def as_engine_provider(source: SQLAlchemy | Engine | EngineProvider) -> EnginePr
     )
 
 
+def timeouts_of(provider: EngineProvider) -> DatabaseTimeouts:
+    """The timeouts of a :class:`Database` provider, else the defaults."""
+    timeouts = getattr(provider, "timeouts", None)
+    return timeouts if isinstance(timeouts, DatabaseTimeouts) else DEFAULT_TIMEOUTS
+
+
+@contextmanager
+def store_transaction(
+    provider: EngineProvider, failure: str, *, conflicts: bool = False
+) -> t.Iterator[Connection]:
+    """A bounded transaction of a store; database errors become :class:`StorageUnavailable`.
+
+    ``failure`` is the 503's message (the error classes are appended). With
+    ``conflicts``, an ``IntegrityError`` propagates as it is (the caller's
+    conflict to handle), not as an outage.
+    """
+    try:
+        with bounded_transaction(provider(), timeouts_of(provider)) as connection:
+            yield connection
+    except sa.exc.IntegrityError as exc:
+        if conflicts:
+            raise
+        raise StorageUnavailable(f"{failure} (IntegrityError)") from exc
+    except sa.exc.SQLAlchemyError as exc:
+        raise StorageUnavailable(f"{failure} ({describe_database_error(exc)})") from exc
+
+
 def _to_datetime(epoch: float) -> dt.datetime:
     return dt.datetime.fromtimestamp(epoch, tz=dt.timezone.utc)
 
@@ -295,15 +320,9 @@ class SqlPublicKeyStore:
 
     @contextmanager
     def _transaction(self, action: str) -> t.Iterator[Connection]:
-        engine = self._engine()
-        try:
-            with engine.begin() as connection:
-                yield connection
-        except sa.exc.SQLAlchemyError as exc:
-            raise StorageUnavailable(
-                f"Could not {action}: the key store database is unavailable"
-                f" ({describe_database_error(exc)})"
-            ) from exc
+        failure = f"Could not {action}: the key store database is unavailable"
+        with store_transaction(self._engine, failure) as connection:
+            yield connection
 
     def add_key(self, kid: str, jwk: dict[str, t.Any], expires_at: float) -> None:
         values = {

@@ -14,9 +14,8 @@ from sqlalchemy.engine import Connection, Engine
 
 from flask_backstage_auth.db.storage import (
     EngineProvider,
-    StorageUnavailable,
     as_engine_provider,
-    describe_database_error,
+    store_transaction,
     user_info_table,
 )
 
@@ -39,14 +38,9 @@ class SqlUserInfoStore:
 
     @contextmanager
     def _transaction(self, action: str) -> t.Iterator[Connection]:
-        try:
-            with self._engine().begin() as connection:
-                yield connection
-        except sa.exc.SQLAlchemyError as exc:
-            raise StorageUnavailable(
-                f"Could not {action}: the user info database is unavailable"
-                f" ({describe_database_error(exc)})"
-            ) from exc
+        failure = f"Could not {action}: the user info database is unavailable"
+        with store_transaction(self._engine, failure) as connection:
+            yield connection
 
     def add_user_info(self, user_info: t.Mapping[str, t.Any]) -> None:
         sub = user_info["claims"]["sub"]

@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from flask_backstage_auth.clock import Clock, system_clock
 from flask_backstage_auth.config.reader import ConfigReader
-from flask_backstage_auth.errors import ConfigError
+from flask_backstage_auth.errors import ConfigError, ServiceUnavailableError
 
 if t.TYPE_CHECKING:  # pragma: no cover
     from flask_backstage_auth.audit.service import AuditorService
@@ -199,7 +199,12 @@ class RotatingKeySource:
         try:
             self.store.add_key(key.kid, public_jwk(private_key, key.kid), expires_at)
         except Exception as exc:
-            logger.exception("Failed to generate new signing key")
+            if isinstance(exc, ServiceUnavailableError):
+                # The store's outage, logged once per outage where it happened
+                # (db/guard.py): not a traceback for every request meanwhile.
+                logger.debug("Failed to generate new signing key", exc_info=True)
+            else:
+                logger.exception("Failed to generate new signing key")
             if event is not None:
                 event.fail(exc)
             raise
@@ -219,8 +224,13 @@ class RotatingKeySource:
             logger.info("Removing expired %s, '%s'", what, "', '".join(expired))
             try:
                 self.store.remove_keys(expired)
-            except Exception:  # pruning is best effort; listing still excludes them
-                logger.warning("Could not remove expired keys", exc_info=True)
+            except Exception as exc:  # pruning is best effort; listing still excludes them
+                outage = isinstance(exc, ServiceUnavailableError)  # logged by the store
+                logger.log(
+                    logging.DEBUG if outage else logging.WARNING,
+                    "Could not remove expired keys",
+                    exc_info=True,
+                )
         valid = [k for k in keys if k.expires_at >= now]
         if current is not None and not current.missing and now < current.rotate_at:
             if any(k.kid == current.key.kid for k in valid):
