@@ -41,8 +41,10 @@ if t.TYPE_CHECKING:  # pragma: no cover
 #: The longest cause message kept in an error's text.
 _MAX_CAUSE_LENGTH = 200
 
+
 #: WSGI environ key: the mount of the request's plugin (``/api/catalog``),
-#: set by the credentials barrier; ``request.url`` of an error is relative to it.
+#: set by the credentials barrier when it refuses a request; for an error
+#: raised later, the barrier is asked (:func:`_plugin_mount`).
 PLUGIN_MOUNT_KEY = "flask_backstage_auth.plugin_mount"
 
 
@@ -53,10 +55,27 @@ def request_url(environ: WSGIEnvironment) -> str:
     decodes it for routing (WSGI strings are latin-1).
     """
     path = _decoded(environ.get("PATH_INFO", ""))
-    mount = environ.get(PLUGIN_MOUNT_KEY)
+    mount = environ.get(PLUGIN_MOUNT_KEY) or _plugin_mount(environ)
     if isinstance(mount, str) and mount and (path == mount or path.startswith(mount + "/")):
         return path[len(mount) :] or "/"
     return _decoded(environ.get("SCRIPT_NAME", "")) + path
+
+
+def _plugin_mount(environ: WSGIEnvironment) -> str | None:
+    """The mount of the request's plugin (``/api/catalog``), asked of the
+    app's credentials barrier when this is the request of an app with
+    ``BackstageAuth``: only when an error body is made."""
+    from flask import current_app, has_request_context
+    from flask import request as current_request
+
+    if not has_request_context() or current_request.environ.get("PATH_INFO") != environ.get(
+        "PATH_INFO"
+    ):
+        return None  # an error body for another request than the current one
+    state = current_app.extensions.get("backstage_auth")
+    barrier = getattr(state, "barrier", None)
+    mount_of = getattr(barrier, "mount_of", None)
+    return mount_of(current_request) if callable(mount_of) else None
 
 
 def _decoded(wsgi_string: object) -> str:

@@ -36,40 +36,59 @@ class CredentialsBarrier:
         self.routes = routes
         self._endpoints = endpoints
         self._enforce = enforce
+        #: The ``before_request`` hook: a plain function, which Flask inspects
+        #: more cheaply than a bound method, over closure variables.
+        self.check: t.Callable[[], ResponseReturnValue | None] = self._make_check()
 
-    def check(self) -> ResponseReturnValue | None:
-        """The ``before_request`` hook (a bound method: Flask inspects it cheaply).
+    def _make_check(self) -> t.Callable[[], ResponseReturnValue | None]:
+        routes = self.routes
+        endpoints = self._endpoints
+        enforce = self._enforce
 
-        Also serves the per-plugin endpoints: the JWKS before the credentials
-        check; the cookie and the permission integration after it.
-        """
-        req: Request = request._get_current_object()  # type: ignore[attr-defined]
-        environ = req.environ
-        path = environ.get("PATH_INFO", "")
-        # Both kinds of per-plugin endpoint start with "/.": one scan for most requests.
-        integration = "/." in path and is_integration_path(path)
-        if integration:
-            served = self._endpoints.before_barrier(req)
-            if served is not None:
-                return served
-        # Flask answers an automatic OPTIONS with the Allow header: no view runs.
-        if self._enforce and not (
-            req.method == "OPTIONS" and getattr(req.url_rule, "provide_automatic_options", False)
-        ):
-            try:
-                route = self.routes.route(req)
-                if route.mount:
-                    environ[PLUGIN_MOUNT_KEY] = route.mount
-                policy = route.policy(req) if route.view_allow or route.policies else None
-                if policy != UNAUTHENTICATED:
-                    # Written here rather than through memo.establish(): this
-                    # is the hot path, and the call costs as much as the write.
-                    environ[ESTABLISHED_KEY] = route.http_auth.credentials(
-                        req, allow=_USER_OR_SERVICE, allow_limited_access=policy == USER_COOKIE
-                    )
-            except BackstageError:
-                raise
-            except Exception:  # fail closed: no view runs after an unexpected error
-                logger.exception("The credentials barrier failed unexpectedly")
-                raise AuthenticationError("Authentication failed") from None
-        return self._endpoints.after_barrier(req) if integration else None
+        def credentials_barrier() -> ResponseReturnValue | None:
+            """Serves the per-plugin endpoints too: the JWKS before the
+            credentials check; the cookie and the permission integration after it."""
+            req: Request = request._get_current_object()  # type: ignore[attr-defined]
+            environ = req.environ
+            path = environ.get("PATH_INFO", "")
+            # Both kinds of per-plugin endpoint start with "/.": one scan for most requests.
+            integration = "/." in path and is_integration_path(path)
+            if integration:
+                served = endpoints.before_barrier(req)
+                if served is not None:
+                    return served
+            # Flask answers an automatic OPTIONS with the Allow header: no view runs.
+            if enforce and not (
+                req.method == "OPTIONS"
+                and getattr(req.url_rule, "provide_automatic_options", False)
+            ):
+                route = None
+                try:
+                    route = routes.route(req)
+                    policy = route.policy(req) if route.view_allow or route.policies else None
+                    if policy != UNAUTHENTICATED:
+                        # Written here rather than through memo.establish(): this
+                        # is the hot path, and the call costs as much as the write.
+                        environ[ESTABLISHED_KEY] = route.http_auth.credentials(
+                            req, allow=_USER_OR_SERVICE, allow_limited_access=policy == USER_COOKIE
+                        )
+                except BackstageError:
+                    if route is not None and route.mount:
+                        # The error body's request.url is relative to the mount.
+                        environ[PLUGIN_MOUNT_KEY] = route.mount
+                    raise
+                except Exception:  # fail closed: no view runs after an unexpected error
+                    logger.exception("The credentials barrier failed unexpectedly")
+                    raise AuthenticationError("Authentication failed") from None
+            return endpoints.after_barrier(req) if integration else None
+
+        return credentials_barrier
+
+    def mount_of(self, req: Request) -> str | None:
+        """Where the plugin of ``req`` is mounted (``/api/catalog``), if known:
+        error bodies report ``request.url`` relative to it. Only asked when an
+        error body is made, never on the request's way."""
+        try:
+            return self.routes.route(req).mount
+        except Exception:  # an error body never fails for want of a mount
+            return None
