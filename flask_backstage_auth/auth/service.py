@@ -14,6 +14,7 @@ bounds how long a revoked token may still pass.
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 import typing as t
@@ -160,7 +161,9 @@ class TokenVerifier:
         self._clock = clock
         self._cache_size = cache_size
         self._cache_ttl = cache_ttl
-        self._cache: dict[str, VerifiedEntry] = {}
+        # Oldest first: a full cache drops its oldest entry in O(1) (a plain
+        # dict's first key is found by scanning past every deleted slot).
+        self._cache: collections.OrderedDict[str, VerifiedEntry] = collections.OrderedDict()
         self._lock = threading.Lock()
 
     def register_handler(
@@ -209,7 +212,7 @@ class TokenVerifier:
         if self._cache_size and until > now:
             with self._lock:
                 if len(self._cache) >= self._cache_size:
-                    self._kill(self._cache.pop(next(iter(self._cache)), None))
+                    self._kill(self._cache.popitem(last=False)[1])
                 self._cache[token] = entry
         return entry
 
