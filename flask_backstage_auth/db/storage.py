@@ -56,27 +56,25 @@ NAMING_CONVENTION: dict[str, str] = {
 #: Our tables only; never the app's ``db.metadata``.
 metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
 
+
+def _key_table(name: str) -> sa.Table:
+    """A table of published public keys: ``kid``, the JWK as JSON text, expiry."""
+    return sa.Table(
+        name,
+        metadata,
+        sa.Column("kid", sa.String(128), primary_key=True),
+        sa.Column("key", sa.Text, nullable=False),
+        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False, index=True),
+    )
+
+
 #: The public keys of every instance's rotating signing key.
-public_keys_table = sa.Table(
-    "backstage_auth_public_keys",
-    metadata,
-    sa.Column("kid", sa.String(128), primary_key=True),
-    # The public JWK, as JSON text.
-    sa.Column("key", sa.Text, nullable=False),
-    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False, index=True),
-)
+public_keys_table = _key_table("backstage_auth_public_keys")
 
 #: The public keys of the auth backend's user-token signing keys (Backstage's
 #: ``signing_keys`` of the auth plugin): apart from the plugin keys, so that a
 #: plugin key never verifies a user token.
-signing_keys_table = sa.Table(
-    "backstage_auth_signing_keys",
-    metadata,
-    sa.Column("kid", sa.String(128), primary_key=True),
-    # The public JWK, as JSON text.
-    sa.Column("key", sa.Text, nullable=False),
-    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False, index=True),
-)
+signing_keys_table = _key_table("backstage_auth_signing_keys")
 
 #: Long-lived access tokens (service and personal); only their digest is stored.
 access_tokens_table = sa.Table(
