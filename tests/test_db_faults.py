@@ -311,8 +311,9 @@ def _instance_config(tmp_path: Path, port: int, url: str) -> str:
 def test_instances_started_together_on_an_empty_database_all_come_up(
     tmp_path: Path, postgres_url: str, pg_schema: str
 ) -> None:
-    url = _pg_url_in(postgres_url, pg_schema).set(drivername="postgresql")
-    plain = url.render_as_string(hide_password=False)
+    url = _pg_url_in(postgres_url, pg_schema)  # psycopg 3 (2.0's default driver is psycopg2)
+    # Backstage's pg connection string, which the example turns into psycopg 3's.
+    plain = url.set(drivername="postgresql").render_as_string(hide_password=False)
     ports = [free_port() for _ in range(3)]
     processes = []
     try:
