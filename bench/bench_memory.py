@@ -42,6 +42,8 @@ def _rss_kib() -> int:
 
 
 def _environ(token: str | None) -> dict[str, t.Any]:
+    # bench_barrier.environ_for's twin, on purpose: importing that module would
+    # import PyJWT, cryptography and werkzeug.serving into the bare scenario.
     environ = {
         "REQUEST_METHOD": "GET",
         "PATH_INFO": "/api/catalog/entities",

@@ -33,8 +33,8 @@ VECTORS = load_vectors()
 class LiveServer:
     """A WSGI app served on 127.0.0.1 by a background thread."""
 
-    def __init__(self, app: t.Any) -> None:
-        self.server: BaseWSGIServer = make_server("127.0.0.1", 0, app, threaded=True)
+    def __init__(self, app: t.Any, port: int = 0) -> None:
+        self.server: BaseWSGIServer = make_server("127.0.0.1", port, app, threaded=True)
         self.url = f"http://127.0.0.1:{self.server.server_port}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 

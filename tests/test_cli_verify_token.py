@@ -4,7 +4,6 @@ through the app's own verifier, and exactly why one is refused."""
 from __future__ import annotations
 
 import base64
-import threading
 import time
 import typing as t
 
@@ -23,7 +22,7 @@ from flask_backstage_auth.testing.tokens import (
     issue_access_token,
     issue_user_token,
 )
-from tests.conftest import free_port, new_secret
+from tests.conftest import LiveServer, free_port, new_secret
 
 STATIC = "example-catalog-reader-token"  # the README's static token
 KEYS_SECRET = new_secret()
@@ -202,25 +201,6 @@ def test_an_access_token(app: Flask, kind: t.Literal["service", "personal"]) -> 
     assert token not in result.output
 
 
-class _Served:
-    """An app on 127.0.0.1:``port``, for the JWKS another app fetches."""
-
-    def __init__(self, app: Flask, port: int) -> None:
-        from werkzeug.serving import make_server
-
-        self.server = make_server("127.0.0.1", port, app, threaded=True)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> _Served:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)
-
-
 def test_tokens_verified_with_another_apps_jwks() -> None:
     """A user token of a remote auth backend, a plugin token of a remote plugin:
     the keys come from their JWKS endpoints, over HTTP, as for the barrier."""
@@ -233,7 +213,7 @@ def test_tokens_verified_with_another_apps_jwks() -> None:
     plugin_token = search.get_plugin_request_token(
         on_behalf_of=search.get_own_service_credentials(), target_plugin_id="catalog"
     ).token
-    with _Served(issuer, port):
+    with LiveServer(issuer, port):
         result = verify(here, user_token)
         assert result.exit_code == 0, result.output
         assert lines(result)["valid"] == "accepted by user token"
@@ -244,7 +224,7 @@ def test_tokens_verified_with_another_apps_jwks() -> None:
     # The same tokens, signed by keys the JWKS does not hold: refused by their handler.
     other = full_app()
     forged_user = issue_user_token(other, "user:default/remote")
-    with _Served(issuer, port):
+    with LiveServer(issuer, port):
         result = verify(here, forged_user)
     assert result.exit_code == 1
     assert "(refused by user token)" in result.output.splitlines()[0]
